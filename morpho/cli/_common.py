@@ -1,0 +1,38 @@
+"""What every morpho command shares: user-facing errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["report_user_errors"]
+
+T = TypeVar("T")
+
+
+def report_user_errors(command: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Turn errors caused by the user's input into one clear line and exit status 2.
+
+    Bad paths, bad data and bad settings (``OSError``, ``ValueError`` and their
+    subclasses such as :class:`morpho.data.errors.DataError`) are reported as
+    ``<command>: error: <message>`` without a traceback; set ``HYDRA_FULL_ERROR=1``
+    to see the traceback. Anything else propagates unchanged.
+    """
+
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except (OSError, ValueError) as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"{command}: error: {err}", file=sys.stderr)
+                raise SystemExit(2) from err
+
+        return wrapper
+
+    return decorate
