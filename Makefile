@@ -16,7 +16,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # Hide one harmless, machine-specific warning of pip about missing local index folders.
-QUIET_PIP := grep -v 'is ignored: it is neither a file nor a directory' || true
+QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 DEMO_DIR ?= outputs/demo
 DEMO_N ?= 1200
 

@@ -156,7 +156,7 @@ def test_non_positive_n_is_refused(tmp_path, n):
 def test_existing_output_is_kept_when_a_run_fails(tmp_path, tiny_spec, monkeypatch):
     path = tmp_path / "galaxies.h5"
     path.write_bytes(b"earlier results")
-    with pytest.raises(FileExistsError, match="galaxies.h5 exists"):
+    with pytest.raises(FileExistsError, match=r"galaxies\.h5 exists"):
         simulate_to_hdf5(path, n_galaxies=2, spec=tiny_spec, workers=1, progress=False)
 
     def broken(spec, index, seed):
@@ -174,11 +174,11 @@ def test_existing_output_is_kept_when_a_run_fails(tmp_path, tiny_spec, monkeypat
 def test_spec_rejects_bad_settings():
     with pytest.raises(ValueError, match="class_fractions has unknown classes"):
         SimulationSpec(class_fractions={"cigar": 1.0})
-    with pytest.raises(ValueError, match="simulation.mode"):
+    with pytest.raises(ValueError, match=r"simulation\.mode"):
         SimulationSpec(mode="three_class")
-    with pytest.raises(ValueError, match="noise.gain"):
+    with pytest.raises(ValueError, match=r"noise\.gain"):
         NoiseModel(gain=0.0)
-    with pytest.raises(ValueError, match="colours.old needs 2 positive values"):
+    with pytest.raises(ValueError, match=r"colours\.old needs 2 positive values"):
         SimulationSpec(bands=("g", "r"), colours={"old": [1.0]})
 
 

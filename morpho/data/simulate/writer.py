@@ -84,8 +84,9 @@ def _write_catalog(h5: h5py.File, catalog: pd.DataFrame) -> None:
     for column in catalog.columns:
         values = catalog[column]
         if values.dtype == object or pd.api.types.is_string_dtype(values):
-            group.create_dataset(column, data=values.astype(str).to_numpy(dtype=object),
-                                 dtype=h5py.string_dtype())
+            group.create_dataset(
+                column, data=values.astype(str).to_numpy(dtype=object), dtype=h5py.string_dtype()
+            )
         else:
             group.create_dataset(column, data=values.to_numpy())
 
@@ -160,16 +161,25 @@ def simulate_to_hdf5(
                 catalogs.append(catalog)
                 bar.advance(job, len(images))
         _write_catalog(h5, pd.concat(catalogs, ignore_index=True))
-        h5.attrs.update({
-            "morpho_format": SIMULATION_FORMAT, "morpho_version": __version__,
-            "spec": _spec_json(spec), "seed": seed, "bands": json.dumps(list(spec.bands)),
-            "class_names": json.dumps(list(spec.class_names)),
-        })
+        h5.attrs.update(
+            {
+                "morpho_format": SIMULATION_FORMAT,
+                "morpho_version": __version__,
+                "spec": _spec_json(spec),
+                "seed": seed,
+                "bands": json.dumps(list(spec.bands)),
+                "class_names": json.dumps(list(spec.class_names)),
+            }
+        )
     return Path(path)
 
 
 def _progress_bar(enabled: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(), disable=not enabled, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
     )

@@ -110,15 +110,21 @@ class LazyHandle:
         self._pid: int | None = None
 
     def get(self) -> Any:
-        """Return this process's handle, opening it if needed."""
-        if self._handle is None or self._pid != os.getpid():
+        """Return this process's handle, opening it if needed.
+
+        A handle inherited through a fork is closed first: files are opened
+        read-only, so closing the child's copy leaves the parent's intact.
+        """
+        if self._pid != os.getpid():
+            self.close()
+        if self._handle is None:
             self._handle = self.opener()
             self._pid = os.getpid()
         return self._handle
 
     def close(self) -> None:
-        """Close the handle if this process opened it; the next :meth:`get` reopens."""
-        if self._handle is not None and self._pid == os.getpid():
+        """Close the handle, if open; the next :meth:`get` reopens it."""
+        if self._handle is not None:
             self._handle.close()
         self._handle = None
         self._pid = None

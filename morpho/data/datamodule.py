@@ -1,0 +1,235 @@
+"""One LightningDataModule over any galaxy source.
+
+The module follows Lightning's contract: ``__init__`` only stores its
+arguments; :meth:`GalaxyDataModule.prepare_data` runs once per node and does
+the expensive preparation (rendering the simulated default when it is missing);
+:meth:`GalaxyDataModule.setup` opens the source, splits it with a seeded
+generator and fits the preprocessing on the training split only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Subset
+
+from morpho.data.augment import Augment
+from morpho.data.dataset import GalaxyDataset
+from morpho.data.errors import DataError
+from morpho.data.preprocess import Preprocessor
+from morpho.data.sources.base import GalaxySource
+from morpho.data.stretches import ArcsinhStretch, Stretch
+
+__all__ = ["GalaxyDataModule", "split_indices"]
+
+STAGES = ("train", "val", "test")
+
+
+def split_indices(n: int, fractions: Sequence[float], *, seed: int) -> dict[str, np.ndarray]:
+    """Split ``range(n)`` into train/val/test indices with a seeded permutation.
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies.
+    fractions : (train, val, test) floats
+        Shares of each split, >= 0 and summing to 1; val and test get
+        ``round(f·n)`` galaxies and train the rest.
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    dict
+        ``{"train", "val", "test"}`` → sorted int64 index arrays.
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split must be three fractions >= 0 summing to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = round(fractions[1] * n), round(fractions[2] * n)
+    n_train = n - n_val - n_test
+    parts = np.split(order, [n_train, n_train + n_val])
+    return {stage: np.sort(part) for stage, part in zip(STAGES, parts, strict=True)}
+
+
+class _Pipeline:
+    """Picklable per-image transform: optional augmentation, then preprocessing."""
+
+    def __init__(self, preprocessor: Preprocessor, augment: Augment | None) -> None:
+        self.preprocessor = preprocessor
+        self.augment = augment
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.augment is not None:
+            image = self.augment(image)
+        with torch.no_grad():
+            return self.preprocessor(image)
+
+
+class GalaxyDataModule(LightningDataModule):
+    """Galaxy cutouts from any source, split, preprocessed and batched.
+
+    Parameters
+    ----------
+    source : callable
+        Builds the :class:`GalaxySource` (e.g. ``functools.partial(HDF5Source, path=...)``,
+        or Hydra's ``_partial_: true``); called in :meth:`setup`, so nothing is read
+        at construction.
+    image_size : int
+        Side of the square images in pixels (centre crop, or resampling with ``resize``).
+    bands : int, optional
+        Expected number of bands; checked on every image.
+    resize, nan_fill, label_key
+        Passed to :class:`GalaxyDataset`.
+    stretch : Stretch, optional
+        Pixel stretch before standardisation; ``ArcsinhStretch(scale=1)`` by default.
+    normalize : bool
+        Standardise each band with the training split's mean and standard deviation.
+    augment : Augment, optional
+        Training-time augmentation (flips, rotations, shifts); none at val/test time.
+    split : (train, val, test)
+        Split fractions; the permutation is seeded by ``seed``.
+    seed : int
+        Seed of the split and of the pixel sample the preprocessing is fitted on.
+    batch_size : int
+        Images per batch (per device).
+    num_workers : int
+        DataLoader worker processes.
+    pin_memory : bool
+        Pin batches in page-locked memory (speeds up copies to a GPU).
+    fit_images : int
+        At most this many training images are read to fit the preprocessing.
+    prepare : callable, optional
+        Run once in :meth:`prepare_data`, e.g.
+        :class:`morpho.data.simulate.EnsureSimulated` to render the default data.
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], GalaxySource],
+        *,
+        image_size: int = 64,
+        bands: int | None = None,
+        resize: bool = False,
+        nan_fill: str = "median",
+        label_key: str | None = None,
+        stretch: Stretch | None = None,
+        normalize: bool = True,
+        augment: Augment | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        fit_images: int = 2000,
+        prepare: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["source", "stretch", "augment", "prepare"], logger=False)
+        self.source_factory = source
+        self.stretch = stretch
+        self.augment = augment
+        self.prepare = prepare
+        self.source: GalaxySource | None = None
+        self.preprocessor: Preprocessor | None = None
+        self.indices: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, Subset] = {}
+        #: The whole source as cropped, NaN-filled flux images (no augmentation,
+        #: no preprocessing), indexed like the source; set by :meth:`setup`.
+        self.raw: GalaxyDataset | None = None
+
+    def prepare_data(self) -> None:
+        """Run the ``prepare`` hook (e.g. render the simulated default if it is missing)."""
+        if self.prepare is not None:
+            self.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the source, split it, and fit the preprocessing on the training split."""
+        if self.source is not None:
+            return
+        hp = self.hparams
+        source = self.source_factory()
+        if len(source) < 3:
+            raise DataError(f"the data source holds {len(source)} galaxies; at least 3 are needed")
+        self.indices = split_indices(len(source), hp.split, seed=hp.seed)
+        raw = self._dataset(source, transform=None)
+        self.raw = raw
+        if self.preprocessor is None:
+            self.preprocessor = self._fit_preprocessor(Subset(raw, self.indices["train"]))
+        self.datasets = {
+            stage: Subset(
+                self._dataset(
+                    source, _Pipeline(self.preprocessor, self.augment if stage == "train" else None)
+                ),
+                self.indices[stage],
+            )
+            for stage in STAGES
+        }
+        self.source = source
+
+    def _dataset(self, source: GalaxySource, transform) -> GalaxyDataset:
+        hp = self.hparams
+        return GalaxyDataset(
+            source,
+            image_size=hp.image_size,
+            bands=hp.bands,
+            resize=hp.resize,
+            nan_fill=hp.nan_fill,
+            label_key=hp.label_key,
+            transform=transform,
+        )
+
+    def _fit_preprocessor(self, train: Subset) -> Preprocessor:
+        hp = self.hparams
+        stretch = self.stretch if self.stretch is not None else ArcsinhStretch(scale=1.0)
+        preprocessor = Preprocessor(stretch, normalize=hp.normalize, seed=hp.seed)
+        n_fit = min(len(train), hp.fit_images)
+        chosen = np.random.default_rng(hp.seed).choice(len(train), size=n_fit, replace=False)
+        loader = DataLoader(
+            Subset(train, np.sort(chosen).tolist()),
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+        )
+        return preprocessor.fit(batch["image"] for batch in loader)
+
+    def _loader(self, stage: str, *, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        hp = self.hparams
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted preprocessing, saved in Lightning checkpoints."""
+        return {} if self.preprocessor is None else {"preprocessor": self.preprocessor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the preprocessing fitted by an earlier run (not refitted in :meth:`setup`)."""
+        if "preprocessor" not in state_dict:
+            return
+        if self.preprocessor is None:
+            stretch = self.stretch if self.stretch is not None else ArcsinhStretch(scale=1.0)
+            self.preprocessor = Preprocessor(stretch, normalize=self.hparams.normalize)
+        # In place, so that datasets built by an earlier setup() see the restored state.
+        self.preprocessor.load_state_dict(state_dict["preprocessor"])

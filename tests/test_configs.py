@@ -1,0 +1,114 @@
+"""Every config file in every group composes and instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from astropy.io import fits
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+from PIL import Image
+
+from morpho.config import config_dir
+from morpho.data.datamodule import GalaxyDataModule
+from morpho.data.simulate import SimulationSpec
+
+CONF = Path(config_dir())
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(config_name: str, overrides: list[str], tmp_path: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> dict[str, str]:
+    """One tiny file or folder per reader (read-only)."""
+    root = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    stamps = root / "stamps"
+    stamps.mkdir()
+    for i in range(6):
+        fits.PrimaryHDU(rng.normal(size=(40, 40)).astype(np.float32)).writeto(stamps / f"g{i}.fits")
+    with h5py.File(root / "galaxy10.h5", "w") as h5:
+        h5["images"] = rng.integers(0, 255, size=(6, 48, 48, 3), dtype=np.uint8)
+        h5["ans"] = np.arange(6) % 3
+    pngs = root / "pngs"
+    pngs.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(pngs / f"{i}.png")
+    catalog = root / "catalog.csv"
+    catalog.write_text("id_str,file_loc\n" + "".join(f"g{i},pngs/{i}.png\n" for i in range(6)))
+    return {"fits": str(stamps), "hdf5": str(root / "galaxy10.h5"), "images": str(catalog)}
+
+
+def test_every_group_option_is_tested():
+    assert set(_options("data")) == {"simulated", "simulated_sersic", "fits", "hdf5", "images"}
+    assert set(_options("simulation")) == {"six_class", "six_class_gri", "single_sersic"}
+
+
+@pytest.mark.parametrize("option", _options("simulation"))
+def test_simulation_configs_instantiate(option, tmp_path):
+    cfg = _compose("simulate", [f"simulation={option}"], tmp_path)
+    spec = instantiate(cfg.simulation, _convert_="all")
+    assert isinstance(spec, SimulationSpec)
+    assert spec.mode == ("single_sersic" if option == "single_sersic" else "six_class")
+    assert len(spec.bands) == (3 if option == "six_class_gri" else 1)
+    assert cfg.output.endswith(f"{spec.mode}_2000_seed0.h5")
+
+
+@pytest.mark.parametrize("option", _options("data"))
+def test_data_configs_instantiate_and_load_a_batch(option, tmp_path, tiny_inputs):
+    overrides = [f"data={option}", f"paths.data_dir={tmp_path}", "data.num_workers=0"]
+    if option.startswith("simulated"):
+        overrides += [
+            "data.prepare.n_galaxies=12",
+            "data.prepare.workers=1",
+            "data.image_size=32",
+            "data.prepare.spec.image_size=32",
+            "data.batch_size=4",
+        ]
+    else:
+        key = "catalog" if option == "images" else "path"
+        overrides += [f"data.source.{key}={tiny_inputs[option]}", "data.image_size=32"]
+    cfg = _compose("inspect", overrides, tmp_path)
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, GalaxyDataModule)
+    assert not list(tmp_path.glob("*.h5")), "nothing may be read or written before prepare_data"
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape[-2:] == (32, 32)
+    assert batch["image"].dtype.is_floating_point
+
+
+def test_a_user_config_folder_extends_the_search_path(tmp_path):
+    mine = tmp_path / "my_conf" / "simulation"
+    mine.mkdir(parents=True)
+    (mine / "ellipticals.yaml").write_text(
+        "defaults:\n  - six_class\n  - _self_\nimage_size: 48\nbands: [g, r]\n"
+    )
+    cfg = _compose(
+        "simulate",
+        [f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "simulation=ellipticals"],
+        tmp_path,
+    )
+    spec = instantiate(cfg.simulation, _convert_="all")
+    assert spec.image_size == 48
+    assert spec.bands == ("g", "r")
