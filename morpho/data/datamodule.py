@@ -57,22 +57,14 @@ def split_indices(n: int, fractions: Sequence[float], *, seed: int) -> dict[str,
     return {stage: np.sort(part) for stage, part in zip(STAGES, parts, strict=True)}
 
 
-class _Pipeline:
-    """Picklable per-image transform: optional augmentation, then preprocessing."""
-
-    def __init__(self, preprocessor: Preprocessor, augment: Augment | None) -> None:
-        self.preprocessor = preprocessor
-        self.augment = augment
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.augment is not None:
-            image = self.augment(image)
-        with torch.no_grad():
-            return self.preprocessor(image)
-
-
 class GalaxyDataModule(LightningDataModule):
-    """Galaxy cutouts from any source, split, preprocessed and batched.
+    """Galaxy cutouts from any source, split, augmented and batched.
+
+    Batches hold flux images (cropped, NaN-filled and, in training, augmented).
+    The preprocessing (optional canonicalisation, stretch, per-band
+    standardisation) is fitted here on the training split only and exposed as
+    :attr:`preprocessor`; models take it over in their ``setup`` and apply it on
+    their device, so that it is saved with them.
 
     Parameters
     ----------
@@ -88,6 +80,9 @@ class GalaxyDataModule(LightningDataModule):
         Passed to :class:`GalaxyDataset`.
     stretch : Stretch, optional
         Pixel stretch before standardisation; ``ArcsinhStretch(scale=1)`` by default.
+    canonicalize : nn.Module, optional
+        Per-image canonicalisation before the stretch
+        (:class:`morpho.data.canonical.Canonicalize`).
     normalize : bool
         Standardise each band with the training split's mean and standard deviation.
     augment : Augment, optional
@@ -119,6 +114,7 @@ class GalaxyDataModule(LightningDataModule):
         nan_fill: str = "median",
         label_key: str | None = None,
         stretch: Stretch | None = None,
+        canonicalize: torch.nn.Module | None = None,
         normalize: bool = True,
         augment: Augment | None = None,
         split: Sequence[float] = (0.8, 0.1, 0.1),
@@ -130,9 +126,12 @@ class GalaxyDataModule(LightningDataModule):
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["source", "stretch", "augment", "prepare"], logger=False)
+        self.save_hyperparameters(
+            ignore=["source", "stretch", "canonicalize", "augment", "prepare"], logger=False
+        )
         self.source_factory = source
         self.stretch = stretch
+        self.canonicalize = canonicalize
         self.augment = augment
         self.prepare = prepare
         self.source: GalaxySource | None = None
@@ -161,13 +160,9 @@ class GalaxyDataModule(LightningDataModule):
         self.raw = raw
         if self.preprocessor is None:
             self.preprocessor = self._fit_preprocessor(Subset(raw, self.indices["train"]))
+        augmented = self._dataset(source, transform=self.augment) if self.augment else raw
         self.datasets = {
-            stage: Subset(
-                self._dataset(
-                    source, _Pipeline(self.preprocessor, self.augment if stage == "train" else None)
-                ),
-                self.indices[stage],
-            )
+            stage: Subset(augmented if stage == "train" else raw, self.indices[stage])
             for stage in STAGES
         }
         self.source = source
@@ -184,10 +179,18 @@ class GalaxyDataModule(LightningDataModule):
             transform=transform,
         )
 
+    def _new_preprocessor(self) -> Preprocessor:
+        stretch = self.stretch if self.stretch is not None else ArcsinhStretch(scale=1.0)
+        return Preprocessor(
+            stretch,
+            canonicalize=self.canonicalize,
+            normalize=self.hparams.normalize,
+            seed=self.hparams.seed,
+        )
+
     def _fit_preprocessor(self, train: Subset) -> Preprocessor:
         hp = self.hparams
-        stretch = self.stretch if self.stretch is not None else ArcsinhStretch(scale=1.0)
-        preprocessor = Preprocessor(stretch, normalize=hp.normalize, seed=hp.seed)
+        preprocessor = self._new_preprocessor()
         n_fit = min(len(train), hp.fit_images)
         chosen = np.random.default_rng(hp.seed).choice(len(train), size=n_fit, replace=False)
         loader = DataLoader(
@@ -229,7 +232,6 @@ class GalaxyDataModule(LightningDataModule):
         if "preprocessor" not in state_dict:
             return
         if self.preprocessor is None:
-            stretch = self.stretch if self.stretch is not None else ArcsinhStretch(scale=1.0)
-            self.preprocessor = Preprocessor(stretch, normalize=self.hparams.normalize)
+            self.preprocessor = self._new_preprocessor()
         # In place, so that datasets built by an earlier setup() see the restored state.
         self.preprocessor.load_state_dict(state_dict["preprocessor"])

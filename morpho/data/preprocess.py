@@ -12,10 +12,10 @@ in the model's ``state_dict`` and restored into a fresh, unfitted instance::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from morpho.data.pixels import FittedStateModule, check_images, sample_band_pixels
 from morpho.data.stretches import Stretch
@@ -41,6 +41,10 @@ class Preprocessor(FittedStateModule):
     ----------
     stretch : Stretch
         The stretch, e.g. ``make_stretch("arcsinh", scale=0.1)``.
+    canonicalize : nn.Module, optional
+        A per-image stage applied first, to flux images, with no fitted state
+        (e.g. :class:`morpho.data.canonical.Canonicalize`: centre, align, rescale and
+        flux-normalise); the stretch and statistics are then fitted on its output.
     normalize : bool, optional
         If False, :meth:`fit` stores ``mean = 0`` and ``std = 1``, so the
         output is the stretched image itself.
@@ -59,6 +63,7 @@ class Preprocessor(FittedStateModule):
         self,
         stretch: Stretch,
         *,
+        canonicalize: nn.Module | None = None,
         normalize: bool = True,
         max_pixels: int = 200_000,
         seed: int = 0,
@@ -69,6 +74,7 @@ class Preprocessor(FittedStateModule):
                 f"stretch must be a morpho Stretch (see make_stretch), got {type(stretch).__name__}"
             )
         self.stretch = stretch
+        self.canonicalize = canonicalize
         self.normalize = normalize
         self.max_pixels = max_pixels
         self.seed = seed
@@ -99,6 +105,8 @@ class Preprocessor(FittedStateModule):
         TypeError
             If an item of ``images`` is not a floating-point tensor.
         """
+        if self.canonicalize is not None:
+            images = self._canonical_batches(images)
         sample = sample_band_pixels(images, max_pixels=self.max_pixels, seed=self.seed)
         # A (P, C) pixel sample is a batch of P one-pixel images with C bands.
         pixel_images = sample[:, :, None, None]
@@ -114,6 +122,13 @@ class Preprocessor(FittedStateModule):
         self._store("std", std)
         self.fitted.fill_(True)
         return self
+
+    def _canonical_batches(self, images: Tensor | Iterable[Tensor]) -> Iterator[Tensor]:
+        batches = [images] if isinstance(images, Tensor) else images
+        with torch.no_grad():
+            for batch in batches:
+                batch = batch["image"] if isinstance(batch, dict) else batch
+                yield self.canonicalize(batch if batch.ndim == 4 else batch[None])
 
     @staticmethod
     def _check_spread(std: Tensor) -> None:
@@ -166,11 +181,17 @@ class Preprocessor(FittedStateModule):
             If the shape or band count is wrong.
         """
         self._check_input(x, "images")
+        if self.canonicalize is not None:
+            x = self.canonicalize(x if x.ndim == 4 else x[None]).reshape(x.shape)
         mean, std = self._band_stats(x)
         return (self.stretch(x) - mean) / std
 
     def inverse(self, z: Tensor) -> Tensor:
         """Map preprocessed images back to flux units: ``stretch.inverse(z · std + mean)``.
+
+        With a ``canonicalize`` stage, the result stays in the canonical frame
+        (centred, aligned, rescaled, in units of the galaxy's flux): that stage
+        is not inverted.
 
         Parameters
         ----------
@@ -195,3 +216,10 @@ class Preprocessor(FittedStateModule):
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}, max_pixels={self.max_pixels}, seed={self.seed}"
+
+    def describe(self) -> dict:
+        """What rebuilds this preprocessor (before ``load_state_dict``), as plain values."""
+        canon = getattr(self.canonicalize, "init_config", None)
+        if self.canonicalize is not None and canon is None:
+            raise TypeError(f"{type(self.canonicalize).__name__} does not record its init_config")
+        return {"stretch": self.stretch.name, "canonicalize": canon, "normalize": self.normalize}

@@ -57,8 +57,11 @@ class Stretch(FittedStateModule, abc.ABC):
 
     Subclasses implement :meth:`forward` and :meth:`inverse` for ``(C, H, W)``
     and ``(N, C, H, W)`` float tensors; stretches with data-dependent
-    parameters also override :meth:`fit`.
+    parameters also override :meth:`fit`. ``name`` is the :func:`make_stretch`
+    name that rebuilds the stretch (before ``load_state_dict``).
     """
+
+    name: str = ""
 
     def fit(self, images: Tensor | Iterable[Tensor]) -> Stretch:
         """Fit data-dependent parameters; a no-op for stretches without any.
@@ -86,6 +89,8 @@ class Stretch(FittedStateModule, abc.ABC):
 
 class IdentityStretch(Stretch):
     """No stretch: returns its input unchanged (the same tensor, not a copy)."""
+
+    name = "none"
 
     def forward(self, x: Tensor) -> Tensor:
         """Return ``x``, checked to be ``(C, H, W)`` or ``(N, C, H, W)`` float."""
@@ -118,6 +123,8 @@ class ArcsinhStretch(Stretch):
     ValueError
         If ``scale`` is empty, nested, non-finite or not positive.
     """
+
+    name = "arcsinh"
 
     def __init__(self, scale: float | Sequence[float] = 1.0) -> None:
         super().__init__()
@@ -286,6 +293,11 @@ class PowerStretch(Stretch):
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, max_pixels={self.max_pixels}, seed={self.seed}"
+
+    @property
+    def name(self) -> str:
+        """The :func:`make_stretch` name of this stretch."""
+        return self.method
 
 
 _STRETCHES = ("arcsinh", "box-cox", "yeo-johnson", "none")

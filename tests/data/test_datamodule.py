@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from morpho.data.augment import Augment
+from morpho.data.canonical import Canonicalize
 from morpho.data.datamodule import GalaxyDataModule, split_indices
 from morpho.data.errors import DataError
 from morpho.data.simulate import EnsureSimulated, SimulationSpec
@@ -79,24 +80,43 @@ def test_power_stretch_is_fitted_on_training_pixels_only(simulated_file, tmp_pat
             assert torch.equal(value, lambdas[1][key])
 
 
-def test_batches_are_standardised_and_augmented_only_in_training(simulated_file):
+def test_batches_are_flux_images_augmented_only_in_training(simulated_file):
     dm = _module(simulated_file, augment=Augment(max_shift=1.0))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 1, 32, 32)
     assert set(batch) >= {"image", "mask", "index", "id"}
-    val = [next(iter(dm.val_dataloader()))["image"] for _ in range(2)]
-    assert torch.equal(val[0], val[1])
-    index = int(dm.indices["train"][0])
+    val = [next(iter(dm.val_dataloader())) for _ in range(2)]
+    assert torch.equal(val[0]["image"], val[1]["image"])
+    index = int(val[0]["index"][0])
+    assert torch.equal(val[0]["image"][0], dm.raw[index]["image"])  # flux, untouched
     train_ds = dm.datasets["train"]
     assert not torch.equal(train_ds[0]["image"], train_ds[0]["image"])
-    plain = dm.preprocessor(dm.raw[index]["image"])
-    assert torch.allclose(
-        dm.datasets["train"].dataset[index]["image"].mean(), plain.mean(), atol=0.5
+    flux = train_ds[0]["image"].sum()
+    assert float(flux) == pytest.approx(
+        float(dm.raw[int(dm.indices["train"][0])]["image"].sum()), rel=0.1
     )
-    pixels = torch.cat([b["image"].flatten() for b in dm.train_dataloader()])
-    assert abs(float(pixels.mean())) < 0.3
-    assert float(pixels.std()) == pytest.approx(1.0, abs=0.3)
+
+
+def test_preprocessor_standardises_training_images(simulated_file):
+    dm = _module(simulated_file)
+    dm.setup("fit")
+    pixels = torch.cat([dm.preprocessor(b["image"]).flatten() for b in dm.train_dataloader()])
+    assert float(pixels.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(pixels.std()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_canonicalisation_is_fitted_into_the_preprocessor(simulated_file):
+    dm = _module(simulated_file, canonicalize=Canonicalize(target_sigma=3.0))
+    dm.setup("fit")
+    image = dm.raw[0]["image"][None]
+    expected = (
+        dm.preprocessor.stretch(Canonicalize(target_sigma=3.0)(image))
+        - dm.preprocessor.mean.view(1, -1, 1, 1)
+    ) / dm.preprocessor.std.view(1, -1, 1, 1)
+    assert torch.allclose(dm.preprocessor(image), expected, atol=1e-5)
+    pixels = torch.cat([dm.preprocessor(b["image"]).flatten() for b in dm.train_dataloader()])
+    assert float(pixels.std()) == pytest.approx(1.0, abs=0.05)
 
 
 def test_labels_come_from_the_catalog(simulated_file):
@@ -119,7 +139,7 @@ def test_state_dict_restores_the_fitted_preprocessing(simulated_file, tmp_path):
     restored.load_state_dict(state)
     assert torch.equal(restored.preprocessor.mean, dm.preprocessor.mean)
     image = restored.raw[0]["image"]
-    assert torch.equal(restored.datasets["val"].dataset[0]["image"], dm.preprocessor(image))
+    assert torch.equal(restored.preprocessor(image), dm.preprocessor(image))
 
 
 def test_ensure_simulated_renders_once_and_refuses_other_settings(tmp_path):

@@ -72,6 +72,10 @@ class GalaxySource(abc.ABC):
     def read(self, index: int) -> GalaxyRecord:
         """Read galaxy ``index`` (0 <= index < len(self))."""
 
+    def __repr__(self) -> str:
+        where = getattr(self, "path", None) or getattr(self, "catalog_path", "")
+        return f"{type(self).__name__}('{where}', n_galaxies={len(self)})"
+
     def __getitem__(self, index: int) -> GalaxyRecord:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a source of {len(self)} galaxies")

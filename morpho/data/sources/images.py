@@ -222,6 +222,7 @@ class ImageFolderSource(GalaxySource):
         *,
         root: str | os.PathLike | None = None,
     ) -> None:
+        self.catalog_path = catalog_name(catalog)
         self._catalog = read_catalog(catalog, root=root)
 
     @property

@@ -1,0 +1,146 @@
+"""Random views of galaxy batches for invariance learning, on the training device.
+
+Two views of one galaxy differ only by nuisances that do not change its
+morphology: orientation and mirror image, a small change of apparent size and
+position, extra noise (a lower S/N), extra PSF blur and a flux scale. Each view
+is returned twice: geometrically transformed only (``clean``, a denoising target)
+and with the photometric nuisances added too (``noisy``, the network input).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["NuisanceViews", "border_noise_sigma"]
+
+
+def border_noise_sigma(images: Tensor, *, width: int = 4) -> Tensor:
+    """Robust noise σ of each ``(N, C, H, W)`` image from its border pixels: 1.4826·MAD, (N, C)."""
+    n, c, _, _ = images.shape
+    border = torch.cat(
+        [
+            images[..., :width, :].reshape(n, c, -1),
+            images[..., -width:, :].reshape(n, c, -1),
+            images[..., :, :width].reshape(n, c, -1),
+            images[..., :, -width:].reshape(n, c, -1),
+        ],
+        dim=-1,
+    )
+    median = border.median(dim=-1, keepdim=True).values
+    return 1.4826 * (border - median).abs().median(dim=-1).values
+
+
+def _gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:
+    """Normalised 1-D Gaussian kernels, (N, 2·radius+1); σ = 0 gives a delta."""
+    x = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
+def _blur(images: Tensor, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur with one σ (pixels) per image."""
+    n, c, h, w = images.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    kernel = _gaussian_kernels(sigma, radius).repeat_interleave(c, dim=0)  # (N·C, K)
+    flat = images.reshape(1, n * c, h, w)
+    pad = (radius, radius, radius, radius)
+    flat = F.pad(flat, pad, mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w)
+
+
+class NuisanceViews(nn.Module):
+    """Draw one random view of every image of an ``(N, C, H, W)`` flux batch.
+
+    Parameters
+    ----------
+    rotate : bool
+        Rotate by an angle uniform in [0, 360°) and mirror with probability 1/2.
+    max_zoom : float
+        Apparent size scaled by a factor log-uniform in [1/max_zoom, max_zoom].
+    max_shift : float
+        Shift uniform in [-max_shift, max_shift] pixels per axis.
+    max_noise_factor : float
+        Noise σ raised by a factor uniform in [1, max_noise_factor] (Gaussian noise
+        added to reach it; the σ of each image is measured on its border).
+    max_blur : float
+        Extra Gaussian blur σ uniform in [0, max_blur] pixels.
+    max_flux_factor : float
+        Flux scaled log-uniformly in [1/max_flux_factor, max_flux_factor].
+    """
+
+    def __init__(
+        self,
+        *,
+        rotate: bool = True,
+        max_zoom: float = 1.1,
+        max_shift: float = 1.0,
+        max_noise_factor: float = 2.0,
+        max_blur: float = 1.0,
+        max_flux_factor: float = 1.5,
+    ) -> None:
+        super().__init__()
+        if max_zoom < 1 or max_noise_factor < 1 or max_flux_factor < 1:
+            raise ValueError("max_zoom, max_noise_factor and max_flux_factor must be >= 1")
+        if max_shift < 0 or max_blur < 0:
+            raise ValueError("max_shift and max_blur must be >= 0 pixels")
+        self.rotate, self.max_zoom, self.max_shift = rotate, max_zoom, max_shift
+        self.max_noise_factor, self.max_blur = max_noise_factor, max_blur
+        self.max_flux_factor = max_flux_factor
+
+    def _uniform(self, n: int, low: float, high: float, like: Tensor) -> Tensor:
+        return torch.rand(n, device=like.device, dtype=like.dtype) * (high - low) + low
+
+    def geometric(self, images: Tensor) -> Tensor:
+        """Random rotation, mirror, zoom and shift in one bilinear resampling."""
+        n, _, h, w = images.shape
+        angle = self._uniform(n, 0.0, 2 * math.pi if self.rotate else 0.0, images)
+        zoom = torch.exp(
+            self._uniform(n, -math.log(self.max_zoom), math.log(self.max_zoom), images)
+        )
+        mirror = (
+            torch.where(torch.rand(n, device=images.device) < 0.5, -1.0, 1.0)
+            if self.rotate
+            else torch.ones(n)
+        )
+        mirror = mirror.to(images)
+        shift = torch.stack(
+            [self._uniform(n, -self.max_shift, self.max_shift, images) for _ in range(2)], 1
+        )
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [
+                torch.stack([cos * mirror, -sin * h / w, 2 * shift[:, 0] / w], -1),
+                torch.stack([sin * mirror * w / h, cos, 2 * shift[:, 1] / h], -1),
+            ],
+            dim=1,
+        )
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        out = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+        return out / zoom.view(n, 1, 1, 1) ** 2  # magnified by zoom: keep the flux
+
+    def photometric(self, images: Tensor) -> Tensor:
+        """Extra blur, then extra noise, then a flux scale."""
+        n = images.shape[0]
+        out = images
+        if self.max_blur > 0:
+            out = _blur(out, self._uniform(n, 0.0, self.max_blur, images))
+        if self.max_noise_factor > 1:
+            sigma = border_noise_sigma(images)
+            factor = self._uniform(n, 1.0, self.max_noise_factor, images)[:, None]
+            extra = sigma * torch.sqrt(factor**2 - 1)
+            out = out + torch.randn_like(out) * extra[:, :, None, None]
+        log_flux = math.log(self.max_flux_factor)
+        return out * torch.exp(self._uniform(n, -log_flux, log_flux, images)).view(n, 1, 1, 1)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(clean, noisy)``: the geometric view, and it with photometric nuisances."""
+        clean = self.geometric(images)
+        return clean, self.photometric(clean)
