@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -39,12 +39,12 @@ def _record(value: Any) -> Any:
         if not hasattr(value, "init_config"):
             raise TypeError(f"{type(value).__name__} does not record its init_config")
         return {"__module__": value.init_config}
-    if isinstance(value, tuple | list):
-        return [_record(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _record(v) for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, Mapping):  # dict, or a Hydra DictConfig
+        return {str(k): _record(v) for k, v in value.items()}
+    if isinstance(value, Sequence):  # list, tuple, or a Hydra ListConfig
+        return [_record(v) for v in value]
     raise TypeError(f"cannot record constructor argument of type {type(value).__name__}")
 
 

@@ -1,0 +1,78 @@
+"""``morpho-train``: train a model on a data set, configured with Hydra.
+
+Examples
+--------
+``morpho-train`` (the autoencoder on the simulated default),
+``morpho-train experiment=taxonomy trainer.max_epochs=40``,
+``morpho-train trainer=gpu``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from morpho.cli._common import report_user_errors
+from morpho.config import config_dir
+
+__all__ = ["main", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    if not node:
+        return []
+    return [hydra.utils.instantiate(item) for item in node.values() if item is not None]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``, then test the best checkpoint.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (the last logged value of every metric, as floats),
+        ``best_checkpoint`` and ``last_checkpoint`` (paths or None).
+    """
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if cfg.get("test") and not trainer.fast_dev_run:
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    last = checkpoint.last_model_path if checkpoint is not None else ""
+    if best:
+        log.info("Best checkpoint: %s", best)
+    if last:
+        log.info("Last checkpoint: %s", last)
+    return {"metrics": metrics, "best_checkpoint": best or None, "last_checkpoint": last or None}
+
+
+@hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+@report_user_errors("morpho-train")
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    result = train(cfg)
+    log.info("Outputs are in %s", Path(cfg.paths.output_dir))
+    for name, value in sorted(result["metrics"].items()):
+        log.info("%s = %.5g", name, value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""LightningModules that train morpho's networks; they receive the networks ready-made."""
+
+from morpho.models.autoencoder import AutoencoderModule
+from morpho.models.base import MorphoModule
+from morpho.models.checkpoint import MODEL_KINDS, load_model, read_checkpoint
+
+__all__ = ["MODEL_KINDS", "AutoencoderModule", "MorphoModule", "load_model", "read_checkpoint"]

@@ -1,0 +1,155 @@
+"""The autoencoder that embeds galaxies for the taxonomy.
+
+Training objective, per batch of flux images ``x``:
+
+- two random views ``(clean_k, noisy_k) = views(x)`` (:class:`NuisanceViews`:
+  rotation, mirror, small zoom and shift; extra noise, blur and flux scale);
+- reconstruction (denoising): ``decoder(encoder(P(noisy_1)))`` against ``P(clean_1)``,
+  mean squared error in the preprocessed (arcsinh-stretched, standardised) space,
+  where faint structure weighs as much as the core;
+- invariance: VICReg (Bardes et al. 2022) between ``projector(encoder(P(noisy_1)))`` and
+  ``projector(encoder(P(noisy_2)))``, so the embedding keeps what two views share
+  (morphology) and drops what they do not (orientation, noise, blur, flux).
+
+``P`` is the preprocessor fitted on the training split (optionally canonicalising
+each galaxy first). Validation uses the reconstruction of un-augmented images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from morpho.data.augment import dihedral_views
+from morpho.data.views import NuisanceViews
+from morpho.models.base import MorphoModule
+from morpho.models.losses import vicreg_terms
+
+__all__ = ["AutoencoderModule"]
+
+
+class AutoencoderModule(MorphoModule):
+    """Train an encoder/decoder pair (and a VICReg projector) on galaxy images.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        ``(N, C, S, S) -> (N, d)``, e.g. :class:`morpho.nets.ConvEncoder`.
+    decoder : nn.Module
+        ``(N, d) -> (N, C, S, S)``.
+    projector : nn.Module, optional
+        ``(N, d) -> (N, D)`` expander for the VICReg terms; None trains a plain
+        (denoising) autoencoder.
+    views : NuisanceViews, optional
+        Random views for training; None feeds the batch as it is.
+    optimizer, scheduler
+        Factories, see :class:`MorphoModule`.
+    reconstruction_weight, invariance_weight, variance_weight, covariance_weight : float
+        Weights of the loss terms (VICReg's defaults are 25, 25, 1).
+    embedding_views : {"auto", "dihedral", "flips", "none"}
+        Views averaged by :meth:`embed`: the 8 dihedral views, the 4 flips that keep
+        the major axis of canonicalised images along x, or none. ``"auto"`` picks
+        flips when the preprocessor aligns galaxies, dihedral otherwise.
+    """
+
+    kind = "autoencoder"
+    net_names = ("encoder", "decoder", "projector")
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        projector: nn.Module | None = None,
+        views: NuisanceViews | None = None,
+        *,
+        optimizer=None,
+        scheduler=None,
+        preprocessor=None,
+        reconstruction_weight: float = 1.0,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        embedding_views: str = "auto",
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
+        if embedding_views not in ("auto", "dihedral", "flips", "none"):
+            raise ValueError(
+                f"embedding_views must be auto, dihedral, flips or none, got {embedding_views!r}"
+            )
+        self.save_hyperparameters(
+            ignore=[
+                "encoder",
+                "decoder",
+                "projector",
+                "views",
+                "optimizer",
+                "scheduler",
+                "preprocessor",
+            ],
+            logger=False,
+        )
+        self.encoder, self.decoder, self.projector = encoder, decoder, projector
+        self.views = views
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Embeddings ``(N, d)`` of flux images ``(N, C, S, S)`` (one view, no averaging)."""
+        return self.encoder(self.preprocessor(images))
+
+    def _view_mode(self) -> str:
+        mode = self.hparams.embedding_views
+        if mode != "auto":
+            return mode
+        canon = getattr(self.preprocessor, "canonicalize", None)
+        return "flips" if canon is not None and getattr(canon, "align", False) else "dihedral"
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """Orientation-invariant embeddings ``(N, d)``: the mean over symmetric views."""
+        x = self.preprocessor(images)
+        mode = self._view_mode()
+        if mode == "none":
+            return self.encoder(x)
+        views = dihedral_views(x)
+        if mode == "flips":
+            views = views[[0, 2, 4, 6]]  # identity, rot180, flip-x, flip-y: major axis stays on x
+        n = x.shape[0]
+        return self.encoder(views.flatten(0, 1)).view(len(views), n, -1).mean(dim=0)
+
+    def _shared_step(self, batch: dict, stage: str) -> Tensor:
+        x = batch["image"]
+        train_views = stage == "train" and self.views is not None
+        clean, noisy = self.views(x) if train_views else (x, x)
+        z = self.encoder(self.preprocessor(noisy))
+        reconstruction = F.mse_loss(self.decoder(z), self.preprocessor(clean))
+        hp = self.hparams
+        loss = hp.reconstruction_weight * reconstruction
+        log = {"batch_size": x.shape[0], "sync_dist": stage != "train"}
+        self.log(f"{stage}/reconstruction", reconstruction, **log)
+        if train_views and self.projector is not None:
+            _, noisy_2 = self.views(x)
+            z_2 = self.encoder(self.preprocessor(noisy_2))
+            inv, var, cov = vicreg_terms(self.projector(z), self.projector(z_2))
+            loss = (
+                loss
+                + hp.invariance_weight * inv
+                + hp.variance_weight * var
+                + hp.covariance_weight * cov
+            )
+            terms = {
+                f"{stage}/invariance": inv,
+                f"{stage}/variance": var,
+                f"{stage}/covariance": cov,
+            }
+            self.log_dict(terms, **log)
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")

@@ -1,0 +1,111 @@
+"""The autoencoder LightningModule: it learns, embeds invariantly, and round-trips checkpoints."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import pytest
+import torch
+
+from morpho.data.datamodule import GalaxyDataModule
+from morpho.data.errors import DataError
+from morpho.data.sources import HDF5Source
+from morpho.data.stretches import ArcsinhStretch
+from morpho.data.views import NuisanceViews
+from morpho.models import AutoencoderModule, load_model
+from morpho.nets import ConvDecoder, ConvEncoder, Projector
+
+TINY = {"image_size": 32, "channels": [8, 16], "embedding_dim": 8}
+
+
+def _model(**kwargs) -> AutoencoderModule:
+    options = {
+        "projector": Projector(in_dim=8, hidden_dim=32, out_dim=32),
+        "views": NuisanceViews(),
+        "optimizer": functools.partial(torch.optim.Adam, lr=3e-3),
+        **kwargs,
+    }
+    return AutoencoderModule(ConvEncoder(**TINY), ConvDecoder(**TINY), **options)
+
+
+def _datamodule(path) -> GalaxyDataModule:
+    return GalaxyDataModule(
+        functools.partial(HDF5Source, path=path),
+        image_size=32,
+        batch_size=16,
+        stretch=ArcsinhStretch(scale=6.0),
+    )
+
+
+class _Losses(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.values.append(float(outputs["loss"]))
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    options = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+        "log_every_n_steps": 1,
+        **kwargs,
+    }
+    return L.Trainer(**options)
+
+
+def test_loss_falls_while_training(simulated_file, tmp_path):
+    torch.manual_seed(0)
+    losses = _Losses()
+    model = _model(views=None, projector=None)
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[losses], enable_checkpointing=False)
+    trainer.fit(model, datamodule=_datamodule(simulated_file))
+    first, last = sum(losses.values[:3]) / 3, sum(losses.values[-3:]) / 3
+    assert last < 0.8 * first
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(simulated_file, tmp_path):
+    torch.manual_seed(0)
+    model = _model()
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    dm = _datamodule(simulated_file)
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_model(path, kind="autoencoder")
+    images = torch.stack([dm.raw[i]["image"] for i in range(6)])
+    model.eval()
+    assert torch.allclose(loaded.embed(images), model.embed(images), atol=1e-6)
+    assert torch.equal(loaded.preprocessor.mean, model.preprocessor.mean)
+
+
+def test_dihedral_embedding_is_exactly_rotation_invariant(simulated_file):
+    dm = _datamodule(simulated_file)
+    dm.setup("fit")
+    model = _model(preprocessor=dm.preprocessor, embedding_views="dihedral").eval()
+    images = torch.stack([dm.raw[i]["image"] for i in range(4)])
+    turned = torch.rot90(images, 1, dims=(-2, -1)).flip(-1)
+    assert torch.allclose(model.embed(turned), model.embed(images), atol=1e-5)
+    assert not torch.allclose(model(turned), model(images), atol=1e-3)
+
+
+def test_checkpoints_of_other_kinds_or_other_files_are_refused(tmp_path):
+    other = tmp_path / "pixelcnn.ckpt"
+    torch.save({"state_dict": {}, "morpho": {"kind": "pixelcnn"}}, other)
+    with pytest.raises(DataError, match="holds a morpho 'pixelcnn' model"):
+        load_model(other, kind="autoencoder")
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(DataError, match="is not a morpho checkpoint"):
+        load_model(plain)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(DataError, match=r"junk\.ckpt is not a readable torch checkpoint"):
+        load_model(junk)
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        load_model(tmp_path / "missing.ckpt")
