@@ -126,9 +126,10 @@ class GalaxyDataModule(LightningDataModule):
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(
-            ignore=["source", "stretch", "canonicalize", "augment", "prepare"], logger=False
-        )
+        unsaved = ["source", "stretch", "canonicalize", "augment", "prepare", "split"]
+        self.save_hyperparameters(ignore=unsaved, logger=False)
+        # Plain floats, not a Hydra ListConfig, so that checkpoints load with weights_only=True.
+        self.split = tuple(float(f) for f in split)
         self.source_factory = source
         self.stretch = stretch
         self.canonicalize = canonicalize
@@ -147,25 +148,43 @@ class GalaxyDataModule(LightningDataModule):
         if self.prepare is not None:
             self.prepare()
 
+    def _open(self) -> GalaxySource:
+        """Open the source and split it (no pixels read); idempotent."""
+        if self.source is None:
+            source = self.source_factory()
+            if len(source) < 3:
+                raise DataError(
+                    f"the data source holds {len(source)} galaxies; at least 3 are needed"
+                )
+            self.indices = split_indices(len(source), self.split, seed=self.hparams.seed)
+            self.raw = self._dataset(source, transform=None)
+            self.source = source
+        return self.source
+
     def setup(self, stage: str | None = None) -> None:
         """Open the source, split it, and fit the preprocessing on the training split."""
-        if self.source is not None:
+        if self.datasets:
             return
-        hp = self.hparams
-        source = self.source_factory()
-        if len(source) < 3:
-            raise DataError(f"the data source holds {len(source)} galaxies; at least 3 are needed")
-        self.indices = split_indices(len(source), hp.split, seed=hp.seed)
-        raw = self._dataset(source, transform=None)
-        self.raw = raw
+        source = self._open()
         if self.preprocessor is None:
-            self.preprocessor = self._fit_preprocessor(Subset(raw, self.indices["train"]))
-        augmented = self._dataset(source, transform=self.augment) if self.augment else raw
+            self.preprocessor = self._fit_preprocessor(Subset(self.raw, self.indices["train"]))
+        augmented = self._dataset(source, transform=self.augment) if self.augment else self.raw
         self.datasets = {
-            stage: Subset(augmented if stage == "train" else raw, self.indices[stage])
+            stage: Subset(augmented if stage == "train" else self.raw, self.indices[stage])
             for stage in STAGES
         }
-        self.source = source
+
+    def dataset(self, split: str = "all") -> GalaxyDataset | Subset:
+        """Un-augmented flux images of one split (or ``"all"``), without fitting anything.
+
+        Items carry ``index``, the galaxy's row in the source, whatever the split.
+        """
+        self._open()
+        if split == "all":
+            return self.raw
+        if split not in STAGES:
+            raise ValueError(f"split must be 'all' or one of {STAGES}, got {split!r}")
+        return Subset(self.raw, self.indices[split].tolist())
 
     def _dataset(self, source: GalaxySource, transform) -> GalaxyDataset:
         hp = self.hparams
