@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from astropy.io import fits
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -15,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
 
+from morpho.cli.train import train
 from morpho.config import config_dir
 from morpho.data.datamodule import GalaxyDataModule
 from morpho.data.simulate import SimulationSpec
@@ -61,6 +63,69 @@ def tiny_inputs(tmp_path_factory) -> dict[str, str]:
 def test_every_group_option_is_tested():
     assert set(_options("data")) == {"simulated", "simulated_sersic", "fits", "hdf5", "images"}
     assert set(_options("simulation")) == {"six_class", "six_class_gri", "single_sersic"}
+    tested = {"model", "trainer", "callbacks", "logger", "debug", "experiment", "taxonomy"}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
+    assert groups == tested | {"data", "simulation", "paths", "hydra"}
+
+
+TINY_TRAIN = [
+    "data.prepare.n_galaxies=24",
+    "data.prepare.workers=1",
+    "data.image_size=32",
+    "data.prepare.spec.image_size=32",
+    "data.batch_size=8",
+    "model.encoder.channels=[4,8]",
+    "model.encoder.embedding_dim=4",
+    "model.projector.hidden_dim=16",
+    "model.projector.out_dim=16",
+]
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (g, o)
+        for g in ("model", "trainer", "callbacks", "logger", "debug", "experiment")
+        for o in _options(g)
+    ],
+)
+def test_train_group_options_instantiate(group, option, tmp_path):
+    overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}", *TINY_TRAIN]
+    if group == "experiment" and option.endswith("plain"):
+        overrides = [o for o in overrides if "projector" not in o]
+    cfg = _compose("train", overrides, tmp_path)
+    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.precision == "bf16-mixed"
+        return
+    model = instantiate(cfg.model)
+    assert isinstance(model, torch.nn.Module)
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert trainer.max_epochs >= 1
+    for node in (cfg.get("callbacks") or {}).values():
+        assert instantiate(node) is not None
+    for node in (cfg.get("logger") or {}).values():
+        assert instantiate(node) is not None
+
+
+def test_train_runs_one_batch_of_each_stage(tmp_path):
+    overrides = ["debug=fdr", f"paths.data_dir={tmp_path}", "callbacks=none", *TINY_TRAIN]
+    cfg = _compose("train", overrides, tmp_path)
+    result = train(cfg)
+    assert np.isfinite(result["metrics"]["train/loss"])
+    assert np.isfinite(result["metrics"]["val/loss"])
+
+
+@pytest.mark.parametrize("option", _options("taxonomy"))
+def test_taxonomy_configs_instantiate(option, tmp_path):
+    cfg = _compose("cluster", [f"taxonomy={option}", "embeddings=x.parquet"], tmp_path)
+    taxonomy = instantiate(cfg.taxonomy)
+    assert taxonomy.get_params()["random_state"] == cfg.seed
+
+
+@pytest.mark.parametrize("name", ["embed", "assign"])
+def test_command_configs_compose(name, tmp_path):
+    cfg = _compose(name, ["+ckpt_path=x.ckpt", "+taxonomy_path=t", "+embeddings=e"], tmp_path)
+    assert cfg.task_name == name
 
 
 @pytest.mark.parametrize("option", _options("simulation"))

@@ -21,7 +21,14 @@ from morpho.data.errors import DataError
 from morpho.models.autoencoder import AutoencoderModule
 from morpho.utils import atomic_output
 
-__all__ = ["EMBEDDING_PREFIX", "embedding_columns", "read_embeddings", "write_embeddings"]
+__all__ = [
+    "EMBEDDING_PREFIX",
+    "embed_dataset",
+    "embedding_columns",
+    "iter_embeddings",
+    "read_embeddings",
+    "write_embeddings",
+]
 
 EMBEDDING_PREFIX = "e"
 
@@ -40,6 +47,42 @@ def _check_bands(model: AutoencoderModule, images: torch.Tensor, origin: str) ->
             f"{origin} has {images.shape[1]} band(s) but the checkpoint was trained on "
             f"{expected}; embed data with the training bands"
         )
+
+
+def iter_embeddings(
+    model: AutoencoderModule,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+):
+    """Yield ``(ids, indices, embeddings)`` per batch: str list, (B,) int64, (B, d) float32."""
+    model = model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    for number, batch in enumerate(loader):
+        images = batch["image"].to(device)
+        if number == 0:
+            _check_bands(model, images, "the data")
+        embedding = model.embed(images).cpu().numpy().astype(np.float32)
+        yield [str(i) for i in batch["id"]], batch["index"].numpy().astype(np.int64), embedding
+
+
+def embed_dataset(
+    model: AutoencoderModule, dataset: Dataset, **kwargs
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Embed a whole data set in memory: ``(ids, indices (N,), embeddings (N, d))``.
+
+    Keyword arguments go to :func:`iter_embeddings`.
+    """
+    ids, indices, embeddings = [], [], []
+    for batch_ids, batch_indices, batch_embeddings in iter_embeddings(model, dataset, **kwargs):
+        ids += batch_ids
+        indices.append(batch_indices)
+        embeddings.append(batch_embeddings)
+    if not ids:
+        raise DataError("the data set is empty: nothing to embed")
+    return ids, np.concatenate(indices), np.concatenate(embeddings)
 
 
 def write_embeddings(
@@ -71,20 +114,14 @@ def write_embeddings(
     Path
         The written table.
     """
-    model = model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     writer = None
+    batches = iter_embeddings(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device
+    )
     with atomic_output(path, overwrite=overwrite) as tmp:
         try:
-            for batch in loader:
-                images = batch["image"].to(device)
-                if writer is None:
-                    _check_bands(model, images, "the data")
-                embedding = model.embed(images).cpu().numpy().astype(np.float32)
-                columns = {
-                    "id": pa.array([str(i) for i in batch["id"]]),
-                    "index": pa.array(batch["index"].numpy().astype(np.int64)),
-                }
+            for ids, indices, embedding in batches:
+                columns = {"id": pa.array(ids), "index": pa.array(indices)}
                 columns.update(
                     {
                         f"{EMBEDDING_PREFIX}{j}": pa.array(embedding[:, j])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pandas as pd
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -62,3 +63,72 @@ def test_user_errors_are_one_clear_line(tmp_path):
     assert missing.returncode == 2
     assert "no_such_folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_train_embed_cluster_assign(tmp_path):
+    tiny = [
+        "paths.data_dir=data",
+        "data.prepare.n_galaxies=120",
+        "data.prepare.workers=1",
+        "data.image_size=32",
+        "data.prepare.spec.image_size=32",
+    ]
+    trained = _run(
+        "morpho-train",
+        *tiny,
+        "trainer.max_epochs=1",
+        "model.encoder.channels=[4,8]",
+        "model.encoder.embedding_dim=4",
+        "callbacks.progress_bar=null",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    embedded = _run(
+        "morpho-embed", *tiny, f"ckpt_path={checkpoint}", "output=emb.parquet", cwd=tmp_path
+    )
+    assert embedded.returncode == 0, embedded.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "emb.parquet")
+    assert len(table) == 120
+    assert table["id"].is_unique
+    clustered = _run(
+        "morpho-cluster",
+        *tiny,
+        "embeddings=emb.parquet",
+        "output_dir=tax",
+        "taxonomy.min_cluster_size=10",
+        "taxonomy.n_neighbors=10",
+        cwd=tmp_path,
+    )
+    assert clustered.returncode == 0, clustered.stderr[-3000:]
+    taxonomy = pd.read_parquet(tmp_path / "tax" / "taxonomy.parquet")
+    assert len(taxonomy) == 120
+    assert {"id", "cluster", "probability", "outlier_score", "map_x", "map_y", "parent"} <= set(
+        taxonomy.columns
+    )
+    for picture in ("map.png", "tree.png", "typical_members.png", "outliers.png"):
+        assert (tmp_path / "tax" / picture).stat().st_size > 1000, picture
+    assigned = _run(
+        "morpho-assign",
+        "taxonomy_path=tax/taxonomy.morpho",
+        "embeddings=emb.parquet",
+        "output=assigned.parquet",
+        cwd=tmp_path,
+    )
+    assert assigned.returncode == 0, assigned.stderr[-3000:]
+    again = pd.read_parquet(tmp_path / "assigned.parquet")
+    confident = taxonomy["probability"].to_numpy() > 0.9
+    agree = again["cluster"].to_numpy()[confident] == taxonomy["cluster"].to_numpy()[confident]
+    assert agree.mean() > 0.9
+
+
+def test_embedding_a_wrong_kind_of_checkpoint_is_refused(tmp_path):
+    import torch
+
+    torch.save({"state_dict": {}, "morpho": {"kind": "pixelcnn"}}, tmp_path / "p.ckpt")
+    run = _run("morpho-embed", "ckpt_path=p.ckpt", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "holds a morpho 'pixelcnn' model, but a 'autoencoder' model is needed" in run.stderr

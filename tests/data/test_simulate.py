@@ -186,3 +186,17 @@ def test_psf_draws_cover_both_kinds():
     spec = SimulationSpec()
     kinds = {draw_psf(spec, np.random.default_rng(i))[1]["psf_kind"] for i in range(20)}
     assert kinds == {"moffat", "gaussian"}
+
+
+def test_apparent_half_light_radius_of_a_psf_free_like_galaxy():
+    # A compact PSF and an exponential of r_e = 5 px: the apparent radius is just above r_e.
+    spec = SimulationSpec(
+        mode="single_sersic",
+        image_size=96,
+        sersic_n=(1.0, 1.0),
+        r_e=(5.0, 5.0),
+        axis_ratio=(1.0, 1.0),
+        psf=PSFSpec(kinds=("gaussian",), fwhm_arcsec=(0.2, 0.2)),
+    )
+    galaxy = render_galaxy(spec, 0, seed=0)
+    assert 5.0 < galaxy.truth["half_light_radius_pix"] < 5.3

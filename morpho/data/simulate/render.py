@@ -24,7 +24,7 @@ from morpho.data.simulate.components import GSPARAMS, Component
 from morpho.data.simulate.morphologies import SAMPLERS, sample_single_sersic
 from morpho.data.simulate.spec import SimulationSpec
 
-__all__ = ["RenderedGalaxy", "draw_psf", "render_galaxy"]
+__all__ = ["RenderedGalaxy", "draw_psf", "half_light_radius", "render_galaxy"]
 
 
 @dataclass
@@ -133,6 +133,7 @@ def render_galaxy(spec: SimulationSpec, index: int, seed: int) -> RenderedGalaxy
         **psf_truth,
         **extra,
     }
+    truth["half_light_radius_pix"] = half_light_radius(noiseless[0], centre + offset)
     for b, band in enumerate(spec.bands):
         truth[f"flux_{band}"] = flux * sum(
             c.fraction * spec.colours[c.population][b] for c in comps
@@ -140,6 +141,19 @@ def render_galaxy(spec: SimulationSpec, index: int, seed: int) -> RenderedGalaxy
     for comp in comps:
         truth.update(_component_truth(comp, flux, spec.pixel_scale))
     return RenderedGalaxy(image, noiseless, psf_stack, truth)
+
+
+def half_light_radius(image: np.ndarray, centre: np.ndarray) -> float:
+    """Circular radius (pixels) around ``centre`` (x, y) holding half of the stamp's flux.
+
+    Measured on the PSF-convolved noiseless image from pixel centres: the galaxy's
+    apparent size, whatever its components.
+    """
+    y, x = np.indices(image.shape, dtype=np.float64)
+    radius = np.hypot(x - centre[0], y - centre[1]).ravel()
+    order = np.argsort(radius)
+    cumulative = np.cumsum(image.ravel()[order].astype(np.float64))
+    return float(np.interp(0.5 * cumulative[-1], cumulative, radius[order]))
 
 
 def _component_truth(comp: Component, flux: float, pixel_scale: float) -> dict[str, float]:

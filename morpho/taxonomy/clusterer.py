@@ -1,0 +1,402 @@
+"""A morphology taxonomy: UMAP of galaxy embeddings, then HDBSCAN.
+
+The estimator follows the scikit-learn / hdbscan contract: ``__init__`` only
+stores its arguments, :meth:`Taxonomy.fit` validates the embeddings and
+returns ``self``, and fitted state ends in ``_``.
+
+References
+----------
+McInnes, Healy & Melville 2018, arXiv:1802.03426 (UMAP).
+Campello, Moulavi & Sander 2013, PAKDD, LNCS 7819, 160 (HDBSCAN, GLOSH).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import hdbscan
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_is_fitted
+
+from morpho.taxonomy.reduce import make_umap, shared_neighbours
+from morpho.taxonomy.tree import taxonomy_tree
+from morpho.utils import available_cpus
+
+if TYPE_CHECKING:
+    from umap import UMAP
+
+__all__ = ["TABLE_COLUMNS", "Taxonomy"]
+
+TABLE_COLUMNS = ["id", "cluster", "probability", "outlier_score", "map_x", "map_y", "parent"]
+
+
+def _finite_rows(X: np.ndarray, *, name: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{name} has {bad.size} of {len(X)} rows with NaN or inf values (first rows: "
+            f"{bad[:5].tolist()}); remove or re-embed these galaxies first"
+        )
+    return X
+
+
+def _scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column (1 where a column is constant)."""
+    std = X.std(axis=0)
+    return X.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+class Taxonomy(ClusterMixin, BaseEstimator):
+    """Morphology taxonomy of galaxy embeddings: UMAP, then HDBSCAN.
+
+    The embeddings are (optionally) standardised, reduced by UMAP to
+    ``n_components`` dimensions for clustering and, separately, to
+    ``map_components`` (2) for maps; HDBSCAN clusters the first reduction.
+    Both reductions use the same k-nearest-neighbour graph
+    (:mod:`morpho.taxonomy.reduce`).
+
+    Parameters
+    ----------
+    n_components : int
+        Dimension of the UMAP embedding that HDBSCAN clusters.
+    n_neighbors : int
+        Neighbours in UMAP's k-nearest-neighbour graph.
+    min_dist : float
+        UMAP ``min_dist`` of the clustering embedding; 0 packs clusters tightly.
+    metric : str
+        Distance between input embeddings (any named umap-learn metric).
+    min_cluster_size : int
+        Smallest number of galaxies that makes a cluster (HDBSCAN).
+    min_samples : int or None
+        HDBSCAN's density smoothing; None means ``min_cluster_size``. Lower values
+        leave fewer galaxies as noise.
+    cluster_selection_method : {"eom", "leaf"}
+        HDBSCAN's selection: the most stable clusters, or the leaves of the tree.
+    cluster_selection_epsilon : float
+        Clusters closer than this (in the clustering embedding) are merged.
+    map_components : int
+        Dimension of the map embedding (``embedding_2d_``); the maps use its
+        first two axes.
+    map_min_dist : float
+        UMAP ``min_dist`` of the map embedding; larger spreads clusters for viewing.
+    n_epochs : int or None
+        UMAP optimisation epochs; None lets umap-learn choose (200 or 500).
+    standardize : bool
+        Scale every input dimension to zero mean and unit variance before UMAP.
+    random_state : int or None
+        Seed for UMAP. With an integer, the same embeddings give the same labels
+        (UMAP then runs on one thread); None is faster and not reproducible.
+
+    Attributes
+    ----------
+    labels_ : (N,) int
+        Cluster of each training galaxy, -1 for noise.
+    probabilities_ : (N,) float
+        Strength of each galaxy's membership of its cluster, in [0, 1].
+    outlier_scores_ : (N,) float
+        GLOSH outlier score, in [0, 1]; high is unusual.
+    embedding_ : (N, n_components) float32
+        The clustering embedding.
+    embedding_2d_ : (N, map_components) float32
+        The map embedding.
+    tree_ : pandas.DataFrame
+        The taxonomy tree, see :func:`morpho.taxonomy.tree.taxonomy_tree`.
+    n_clusters_ : int
+        Number of clusters.
+    n_features_in_ : int
+        Dimension d of the input embeddings.
+    mean_, scale_ : (d,) float
+        Standardisation applied before UMAP (0 and 1 when ``standardize`` is False).
+    reducer_, map_reducer_ : umap.UMAP
+        The fitted UMAP models.
+    clusterer_ : hdbscan.HDBSCAN
+        The fitted HDBSCAN model, with prediction data.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_components: int = 8,
+        n_neighbors: int = 30,
+        min_dist: float = 0.0,
+        metric: str = "euclidean",
+        min_cluster_size: int = 50,
+        min_samples: int | None = None,
+        cluster_selection_method: str = "eom",
+        cluster_selection_epsilon: float = 0.0,
+        map_components: int = 2,
+        map_min_dist: float = 0.1,
+        n_epochs: int | None = None,
+        standardize: bool = True,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.cluster_selection_method = cluster_selection_method
+        self.cluster_selection_epsilon = cluster_selection_epsilon
+        self.map_components = map_components
+        self.map_min_dist = map_min_dist
+        self.n_epochs = n_epochs
+        self.standardize = standardize
+        self.random_state = random_state
+
+    # Fitting ----------------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray, y: None = None) -> Taxonomy:
+        """Fit the taxonomy to galaxy embeddings.
+
+        Parameters
+        ----------
+        X : (N, d) float
+            One embedding per galaxy.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        Taxonomy
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` is not 2-D, has NaN or inf, has fewer rows than
+            ``max(min_cluster_size, n_neighbors + 1)``, or a parameter is invalid.
+        """
+        self._check_params()
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        X = _finite_rows(X, name="X")
+        self._check_enough(len(X))
+        self.n_features_in_ = d = X.shape[1]
+        self.mean_, self.scale_ = _scaling(X) if self.standardize else (np.zeros(d), np.ones(d))
+        Z = self._standardized(X)
+        knn = shared_neighbours(
+            Z, n_neighbors=self.n_neighbors, metric=self.metric, random_state=self.random_state
+        )
+        self.reducer_ = self._umap(self.n_components, self.min_dist, knn).fit(Z)
+        self.map_reducer_ = self._umap(self.map_components, self.map_min_dist, knn).fit(Z)
+        self.clusterer_ = hdbscan.HDBSCAN(
+            min_cluster_size=self.min_cluster_size,
+            min_samples=self.min_samples,
+            cluster_selection_method=self.cluster_selection_method,
+            cluster_selection_epsilon=self.cluster_selection_epsilon,
+            prediction_data=True,
+            core_dist_n_jobs=available_cpus(),
+        ).fit(self.reducer_.embedding_)
+        self.labels_ = self.clusterer_.labels_.astype(np.intp)
+        self.probabilities_ = self.clusterer_.probabilities_
+        self.outlier_scores_ = self.clusterer_.outlier_scores_
+        self.embedding_ = self.reducer_.embedding_
+        self.embedding_2d_ = self.map_reducer_.embedding_
+        self.n_clusters_ = int(self.labels_.max()) + 1
+        self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), self.labels_)
+        return self
+
+    def _check_params(self) -> None:
+        for name, low in [
+            ("n_components", 1),
+            ("n_neighbors", 2),
+            ("min_cluster_size", 2),
+            ("map_components", 2),
+        ]:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.min_samples is not None and self.min_samples < 1:
+            raise ValueError(f"min_samples must be None or >= 1, got {self.min_samples!r}")
+        if self.cluster_selection_method not in ("eom", "leaf"):
+            raise ValueError(
+                "cluster_selection_method must be 'eom' or 'leaf', "
+                f"got {self.cluster_selection_method!r}"
+            )
+
+    def _check_enough(self, n: int) -> None:
+        needed = max(self.min_cluster_size, self.n_neighbors + 1)
+        if n < needed:
+            raise ValueError(
+                f"X has {n} sample(s) but a taxonomy needs at least {needed} galaxies "
+                f"(max(min_cluster_size={self.min_cluster_size}, n_neighbors + 1="
+                f"{self.n_neighbors + 1})); lower min_cluster_size or n_neighbors, or fit on "
+                "more galaxies"
+            )
+
+    def _standardized(self, X: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=np.float32)
+
+    def _umap(self, n_components: int, min_dist: float, knn: tuple) -> UMAP:
+        return make_umap(
+            n_components=n_components,
+            n_neighbors=self.n_neighbors,
+            min_dist=min_dist,
+            metric=self.metric,
+            n_epochs=self.n_epochs,
+            random_state=self.random_state,
+            knn=knn,
+        )
+
+    # New galaxies -----------------------------------------------------------------------
+
+    def _new_embeddings(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self)
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but Taxonomy is expecting {self.n_features_in_} "
+                "features as input; embed the galaxies with the encoder the taxonomy was fitted on"
+            )
+        return self._standardized(_finite_rows(X, name="X"))
+
+    def _assign_clusters(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.n_clusters_ == 0:
+            return np.full(len(embedding), -1, dtype=np.intp), np.zeros(len(embedding))
+        labels, probabilities = hdbscan.approximate_predict(self.clusterer_, embedding)
+        return labels.astype(np.intp), probabilities
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Cluster of new galaxies.
+
+        Each galaxy is placed in the clustering embedding by ``UMAP.transform``
+        and assigned by ``hdbscan.approximate_predict`` without changing the
+        taxonomy. Use :meth:`assign` for probabilities, outlier scores and map
+        positions.
+
+        Parameters
+        ----------
+        X : (M, d) float
+            Embeddings of the new galaxies, from the same encoder as the training set.
+
+        Returns
+        -------
+        (M,) int
+            Cluster labels, -1 for noise.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the taxonomy is not fitted.
+        ValueError
+            If ``X`` is not 2-D, has another number of features, or has NaN or inf.
+        """
+        Z = self._new_embeddings(X)
+        return self._assign_clusters(self.reducer_.transform(Z))[0]
+
+    def assign(self, X: np.ndarray, *, ids: Sequence | None = None) -> pd.DataFrame:
+        """Place new galaxies in the taxonomy, with the columns of :meth:`table`.
+
+        The outlier score of a new galaxy is GLOSH against the unchanged training
+        tree (``hdbscan.approximate_predict_scores``): among its 2 × min_samples
+        nearest training galaxies in the clustering embedding, take the one at the
+        smallest mutual-reachability distance r; with λ = 1/r and λ_max the largest
+        λ below the condensed-tree cluster that neighbour leaves, the score is
+        (λ_max − λ) / λ_max, in [0, 1]. Without clusters, every score is 1.
+
+        Parameters
+        ----------
+        X : (M, d) float
+            Embeddings of the new galaxies.
+        ids : sequence of length M, optional
+            Their identifiers; 0, 1, ..., M − 1 if omitted.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``id``, ``cluster``, ``probability``, ``outlier_score``,
+            ``map_x``, ``map_y``, ``parent``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the taxonomy is not fitted.
+        ValueError
+            If ``X`` is invalid (see :meth:`predict`) or ``ids`` has another length.
+        """
+        Z = self._new_embeddings(X)
+        ids = _ids(ids, len(Z), what="X")
+        embedding = self.reducer_.transform(Z)
+        labels, probabilities = self._assign_clusters(embedding)
+        if self.n_clusters_ == 0:
+            scores = np.ones(len(Z))
+        else:
+            scores = hdbscan.approximate_predict_scores(self.clusterer_, embedding)
+        return self._frame(ids, labels, probabilities, scores, self.map_reducer_.transform(Z))
+
+    # Exploring --------------------------------------------------------------------------
+
+    def table(self, ids: Sequence | None = None) -> pd.DataFrame:
+        """The taxonomy table of the training galaxies.
+
+        Parameters
+        ----------
+        ids : sequence of length N, optional
+            Galaxy identifiers, in the order of the rows of the ``X`` given to
+            :meth:`fit`; 0, 1, ..., N − 1 if omitted.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per galaxy: ``id``; ``cluster`` (-1 for noise);
+            ``probability``; ``outlier_score``; ``map_x``, ``map_y`` (the first
+            two axes of ``embedding_2d_``); ``parent`` (the tree node above the
+            galaxy's cluster, -1 for noise or a cluster at the root).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the taxonomy is not fitted.
+        ValueError
+            If ``ids`` does not have one entry per training galaxy.
+        """
+        check_is_fitted(self)
+        ids = _ids(ids, len(self.labels_), what="the X given to fit")
+        return self._frame(
+            ids, self.labels_, self.probabilities_, self.outlier_scores_, self.embedding_2d_
+        )
+
+    def parent_node(self, label: int) -> int:
+        """The tree node (``tree_.node``) above cluster ``label``; -1 if it is the root.
+
+        Raises
+        ------
+        KeyError
+            If ``label`` is not a cluster of this taxonomy.
+        """
+        check_is_fitted(self)
+        rows = self.tree_[self.tree_["label"] == label]
+        if label < 0 or rows.empty:
+            raise KeyError(f"no cluster {label}; the clusters are 0 to {self.n_clusters_ - 1}")
+        return int(rows["parent"].iloc[0])
+
+    def _frame(self, ids, labels, probabilities, scores, positions) -> pd.DataFrame:
+        leaves = self.tree_[self.tree_["label"] >= 0]
+        parent_of = pd.Series(leaves["parent"].to_numpy(), index=leaves["label"].to_numpy())
+        return pd.DataFrame(
+            {
+                "id": ids,
+                "cluster": labels,
+                "probability": probabilities,
+                "outlier_score": scores,
+                "map_x": positions[:, 0],
+                "map_y": positions[:, 1],
+                "parent": pd.Series(labels).map(parent_of).fillna(-1).astype(int).to_numpy(),
+            }
+        )
+
+
+def _ids(ids: Sequence | None, n: int, *, what: str) -> np.ndarray:
+    if ids is None:
+        return np.arange(n)
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(
+            f"ids has shape {ids.shape} but {what} has {n} galaxies; pass one id per "
+            "galaxy, in the same order"
+        )
+    return ids

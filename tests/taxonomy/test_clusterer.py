@@ -1,0 +1,223 @@
+"""The taxonomy estimator: clusters recovered, predictions, reproducibility, contract, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from morpho.taxonomy import Taxonomy
+from morpho.taxonomy.clusterer import TABLE_COLUMNS
+from morpho.taxonomy.reduce import EXACT_NEIGHBOURS_BELOW
+
+# Small enough for the data sets of scikit-learn's checks (10 to 150 samples).
+TINY = {"n_components": 2, "n_neighbors": 5, "min_cluster_size": 5, "n_epochs": 20}
+
+
+# Known answers ------------------------------------------------------------------------------
+
+
+def test_recovers_well_separated_blobs(fitted, blobs) -> None:
+    X, truth = blobs
+    n = len(X)
+    assert adjusted_rand_score(truth, fitted.labels_) >= 0.95
+    assert fitted.n_clusters_ == 4
+    assert np.mean(fitted.labels_ == -1) < 0.05
+    assert fitted.labels_.shape == fitted.probabilities_.shape == fitted.outlier_scores_.shape
+    assert fitted.labels_.shape == (n,)
+    assert fitted.embedding_.shape == (n, 8)
+    assert fitted.embedding_2d_.shape == (n, 2)
+    assert fitted.n_features_in_ == 16
+    assert fitted.reducer_.precomputed_knn == (None, None, None)  # exact graphs below 4096
+    np.testing.assert_allclose(fitted.mean_, X.mean(axis=0))
+    np.testing.assert_allclose(fitted.scale_, X.std(axis=0))
+
+
+def test_predict_on_jittered_training_set_agrees_with_labels(fitted, blobs) -> None:
+    X, _ = blobs
+    # A jitter well below the blobs' unit scatter makes UMAP transform every galaxy
+    # instead of returning embedding_ for an input identical to the training set.
+    jittered = X + 0.01 * np.random.default_rng(5).normal(size=X.shape)
+    predicted = fitted.predict(jittered)
+    confident = fitted.probabilities_ > 0.9
+    assert confident.sum() > 0.5 * len(X)
+    assert np.mean(predicted[confident] == fitted.labels_[confident]) >= 0.95
+
+
+def test_assign_places_new_galaxies(fitted, new_blobs) -> None:
+    X, truth = new_blobs
+    ids = [f"g{i}" for i in range(len(X))]
+    assigned = fitted.assign(X, ids=ids)
+    assert list(assigned.columns) == TABLE_COLUMNS
+    assert assigned["id"].tolist() == ids
+    assert adjusted_rand_score(truth, assigned["cluster"]) >= 0.95
+    np.testing.assert_array_equal(assigned["cluster"], fitted.predict(X))
+    assert assigned["probability"].between(0, 1).all()
+    assert assigned["outlier_score"].between(0, 1).all()
+    # New galaxies land where their training cluster sits on the map.
+    table = fitted.table()
+    centres = table[table.cluster >= 0].groupby("cluster")[["map_x", "map_y"]].median()
+    placed = assigned[assigned.cluster >= 0]
+    nearest = np.argmin(
+        np.linalg.norm(placed[["map_x", "map_y"]].to_numpy()[:, None] - centres.to_numpy(), axis=2),
+        axis=1,
+    )
+    np.testing.assert_array_equal(centres.index[nearest], placed["cluster"])
+
+
+def test_a_far_away_galaxy_is_an_outlier(fitted, blobs) -> None:
+    X, _ = blobs
+    typical = fitted.assign(X[:5] + 0.01)
+    far = fitted.assign(X[:1] + 30.0)
+    assert far["outlier_score"].iloc[0] > typical["outlier_score"].max()
+
+
+def test_same_data_and_seed_give_identical_labels(blobs) -> None:
+    X = blobs[0][:300]
+    params = {"n_neighbors": 15, "min_cluster_size": 20, "n_epochs": 100}
+    first = Taxonomy(**params, random_state=7)
+    assert first.fit(X) is first
+    second = Taxonomy(**params, random_state=7).fit_predict(X)
+    np.testing.assert_array_equal(first.labels_, second)
+    assert len(np.unique(second)) >= 4
+    other_seed = Taxonomy(**params, random_state=8).fit(X)
+    assert not np.array_equal(other_seed.embedding_2d_, first.embedding_2d_)
+
+
+@pytest.mark.slow
+def test_large_sets_share_one_neighbour_graph(large_blobs, new_blobs) -> None:
+    """From 4096 galaxies up, both UMAPs get one pynndescent graph and still transform."""
+    X, truth = large_blobs
+    assert len(X) >= EXACT_NEIGHBOURS_BELOW
+    taxonomy = Taxonomy(min_cluster_size=40, n_epochs=50).fit(X)
+    index = taxonomy.reducer_.precomputed_knn[2]
+    assert type(index).__name__ == "NNDescent"
+    assert taxonomy.map_reducer_.precomputed_knn[2] is index
+    assert adjusted_rand_score(truth, taxonomy.labels_) >= 0.95
+    assigned = taxonomy.assign(new_blobs[0])
+    assert adjusted_rand_score(new_blobs[1], assigned["cluster"]) >= 0.95
+    assert pickle.loads(pickle.dumps(taxonomy)).assign(new_blobs[0]).equals(assigned)
+
+
+# The taxonomy table and tree -------------------------------------------------------------
+
+
+def test_table(fitted, blobs) -> None:
+    ids = pd.Index([f"G{i:04d}" for i in range(len(blobs[0]))])
+    table = fitted.table(ids)
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table["id"].tolist() == ids.tolist()
+    np.testing.assert_array_equal(table["cluster"], fitted.labels_)
+    np.testing.assert_array_equal(table[["map_x", "map_y"]], fitted.embedding_2d_)
+    for label in range(fitted.n_clusters_):
+        parents = table.loc[table.cluster == label, "parent"].unique()
+        assert parents.tolist() == [fitted.parent_node(label)]
+    assert (table.loc[table.cluster == -1, "parent"] == -1).all()
+    assert fitted.table()["id"].tolist() == list(range(len(ids)))
+
+
+def test_tree_of_fitted_taxonomy(fitted) -> None:
+    tree = fitted.tree_
+    leaves = tree[tree.label >= 0]
+    assert sorted(leaves.label) == list(range(fitted.n_clusters_))
+    assert tree.loc[tree.parent == -1, "node"].tolist() == [0]
+    assert tree.loc[0, "size"] == len(fitted.labels_)
+    sizes = np.bincount(fitted.labels_[fitted.labels_ >= 0])
+    np.testing.assert_array_equal(leaves.sort_values("label")["size"], sizes)
+
+
+def test_parent_node_of_unknown_cluster(fitted) -> None:
+    with pytest.raises(KeyError, match="no cluster 17; the clusters are 0 to 3"):
+        fitted.parent_node(17)
+
+
+# Estimator contract -----------------------------------------------------------------------
+
+
+def test_init_stores_arguments_unchanged() -> None:
+    params = {"n_components": 5, "min_samples": 3, "metric": "cosine", "random_state": None}
+    taxonomy = Taxonomy(**params)
+    assert {k: taxonomy.get_params()[k] for k in params} == params
+    assert set(vars(taxonomy)) == set(taxonomy.get_params())
+    assert taxonomy.set_params(n_neighbors=12) is taxonomy
+    assert taxonomy.n_neighbors == 12
+    assert clone(taxonomy).get_params() == taxonomy.get_params()
+
+
+def test_unfitted_taxonomy_refuses_to_predict(blobs) -> None:
+    X = blobs[0]
+    for method in (Taxonomy().predict, Taxonomy().assign):
+        with pytest.raises(NotFittedError):
+            method(X)
+    with pytest.raises(NotFittedError):
+        Taxonomy().table()
+
+
+@parametrize_with_checks([Taxonomy(**TINY)])
+def test_scikit_learn_checks(estimator, check) -> None:
+    """All of scikit-learn's estimator checks, run one by one on tiny settings."""
+    check(estimator)
+
+
+# Bad input --------------------------------------------------------------------------------
+
+
+def test_nan_and_inf_rows_are_named(blobs) -> None:
+    X = blobs[0].copy()
+    X[[3, 10, 11], 2] = np.nan
+    X[500, 0] = np.inf
+    with pytest.raises(ValueError, match=r"4 of 1000 rows with NaN or inf .*\[3, 10, 11, 500\]"):
+        Taxonomy().fit(X)
+
+
+def test_nan_in_new_galaxies(fitted, new_blobs) -> None:
+    X = new_blobs[0].copy()
+    X[7, 0] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 120 rows with NaN or inf .*\[7\]"):
+        fitted.predict(X)
+
+
+def test_too_few_galaxies(blobs) -> None:
+    with pytest.raises(ValueError, match=r"X has 30 sample.* at least 50 .*lower min_cluster_size"):
+        Taxonomy(min_cluster_size=50).fit(blobs[0][:30])
+    with pytest.raises(ValueError, match=r"at least 31 .*n_neighbors \+ 1=31"):
+        Taxonomy(min_cluster_size=5, n_neighbors=30).fit(blobs[0][:30])
+
+
+def test_one_dimensional_input(blobs, fitted) -> None:
+    with pytest.raises(ValueError, match="Expected 2D"):
+        Taxonomy().fit(blobs[0][:, 0])
+    with pytest.raises(ValueError, match="Expected 2D"):
+        fitted.predict(blobs[0][0])
+
+
+def test_wrong_number_of_features(fitted, blobs) -> None:
+    with pytest.raises(ValueError, match="X has 15 features, but Taxonomy is expecting 16"):
+        fitted.predict(blobs[0][:, :15])
+
+
+def test_ids_of_wrong_length(fitted, new_blobs) -> None:
+    with pytest.raises(ValueError, match=r"ids has shape \(999,\) but .* has 1000 galaxies"):
+        fitted.table(np.arange(999))
+    with pytest.raises(ValueError, match=r"ids has shape \(3,\) but X has 120 galaxies"):
+        fitted.assign(new_blobs[0], ids=["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"cluster_selection_method": "tallest"}, "cluster_selection_method must be 'eom'"),
+        ({"n_neighbors": 1}, "n_neighbors must be an integer >= 2, got 1"),
+        ({"map_components": 1}, "map_components must be an integer >= 2"),
+        ({"min_samples": 0}, "min_samples must be None or >= 1, got 0"),
+    ],
+)
+def test_bad_parameters(blobs, params, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Taxonomy(**params).fit(blobs[0])
