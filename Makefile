@@ -18,7 +18,9 @@ PIP := $(BIN)/python -m pip
 # Hide one harmless, machine-specific warning of pip about missing local index folders.
 QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 DEMO_DIR ?= outputs/demo
-DEMO_N ?= 1200
+DEMO_N ?= 3000
+DEMO_EPOCHS ?= 8
+DEMO_DATA = data.source.path=$(DEMO_DIR)/galaxies.h5 data.prepare=null
 
 .PHONY: demo test install lint clean-demo
 
@@ -37,13 +39,24 @@ $(VENV)/.installed: pyproject.toml $(VENV)/torch-constraint.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/morpho-simulate n_galaxies=$(DEMO_N) output=$(DEMO_DIR)/galaxies.h5 overwrite=true
-	$(BIN)/morpho-inspect data=simulated data.path=$(DEMO_DIR)/galaxies.h5 output_dir=$(DEMO_DIR)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/morpho-simulate n_galaxies=$(DEMO_N) output=$(DEMO_DIR)/galaxies.h5
+	$(BIN)/morpho-inspect $(DEMO_DATA) output_dir=$(DEMO_DIR)
+	$(BIN)/morpho-train experiment=taxonomy $(DEMO_DATA) trainer.max_epochs=$(DEMO_EPOCHS) \
+		hydra.run.dir=$(DEMO_DIR)/train
+	$(BIN)/morpho-embed $(DEMO_DATA) ckpt_path=$(DEMO_DIR)/train/checkpoints/last.ckpt \
+		output=$(DEMO_DIR)/embeddings.parquet
+	$(BIN)/morpho-cluster $(DEMO_DATA) embeddings=$(DEMO_DIR)/embeddings.parquet \
+		output_dir=$(DEMO_DIR)/taxonomy
 	@echo ""
 	@echo "Demo finished. Outputs are in $(DEMO_DIR)/:"
-	@echo "  $(DEMO_DIR)/galaxies.h5           simulated galaxies (images, noiseless images, PSFs, truth)"
-	@echo "  $(DEMO_DIR)/mosaic_by_class.png   a mosaic of galaxies, one row per morphology class"
-	@echo "  $(DEMO_DIR)/summary.json          dataset summary and normalisation statistics"
+	@echo "  galaxies.h5              simulated galaxies (images, noiseless images, PSFs, truth)"
+	@echo "  mosaic_by_class.png      galaxies of each simulated morphology class"
+	@echo "  summary.json             data set summary and normalisation statistics"
+	@echo "  train/                   autoencoder checkpoints (checkpoints/) and logs (csv/)"
+	@echo "  embeddings.parquet       one embedding per galaxy"
+	@echo "  taxonomy/                taxonomy.parquet (cluster of every galaxy), taxonomy.morpho,"
+	@echo "                           map.png, tree.png, typical_members.png, outliers.png"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

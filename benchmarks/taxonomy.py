@@ -163,6 +163,14 @@ def run(args) -> dict:
     y_train, y_test = catalog["label"].to_numpy()[train_idx], catalog["label"].to_numpy()[test_idx]
     snr_test = catalog["snr"].to_numpy()[test_idx]
 
+    np.savez(
+        workdir / "embeddings.npz",
+        z_train=z_train,
+        z_test=z_test,
+        y_train=y_train,
+        y_test=y_test,
+        snr_test=snr_test,
+    )
     params = cfg_taxonomy(args)
     taxonomy = Taxonomy(**params).fit(z_train)
     pred = taxonomy.predict(z_test)

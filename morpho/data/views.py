@@ -72,6 +72,8 @@ class NuisanceViews(nn.Module):
         Extra Gaussian blur σ uniform in [0, max_blur] pixels.
     max_flux_factor : float
         Flux scaled log-uniformly in [1/max_flux_factor, max_flux_factor].
+    recorrupt_noise : bool
+        Return recorrupted-to-recorrupted pairs (see :meth:`recorrupt`).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class NuisanceViews(nn.Module):
         max_noise_factor: float = 2.0,
         max_blur: float = 1.0,
         max_flux_factor: float = 1.5,
+        recorrupt_noise: bool = False,
     ) -> None:
         super().__init__()
         if max_zoom < 1 or max_noise_factor < 1 or max_flux_factor < 1:
@@ -92,6 +95,7 @@ class NuisanceViews(nn.Module):
         self.rotate, self.max_zoom, self.max_shift = rotate, max_zoom, max_shift
         self.max_noise_factor, self.max_blur = max_noise_factor, max_blur
         self.max_flux_factor = max_flux_factor
+        self.recorrupt_noise = recorrupt_noise
 
     def _uniform(self, n: int, low: float, high: float, like: Tensor) -> Tensor:
         return torch.rand(n, device=like.device, dtype=like.dtype) * (high - low) + low
@@ -140,7 +144,29 @@ class NuisanceViews(nn.Module):
         log_flux = math.log(self.max_flux_factor)
         return out * torch.exp(self._uniform(n, -log_flux, log_flux, images)).view(n, 1, 1, 1)
 
+    def recorrupt(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Recorrupted-to-recorrupted pair (Pang et al. 2021): ``(y - z/α, y + αz)``.
+
+        With ``z`` Gaussian of the image's own noise σ (measured on the border) and
+        α log-uniform in [1/2, 2], the two images carry independent noise of the
+        same signal, so a network trained to map the second to the first learns to
+        denoise (as Noise2Noise, Lehtinen et al. 2018) from single noisy images.
+        """
+        n = images.shape[0]
+        sigma = border_noise_sigma(images)[:, :, None, None]
+        alpha = torch.exp(self._uniform(n, -math.log(2.0), math.log(2.0), images)).view(n, 1, 1, 1)
+        z = torch.randn_like(images) * sigma
+        return images - z / alpha, images + alpha * z
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(clean, noisy)``: the geometric view, and it with photometric nuisances."""
-        clean = self.geometric(images)
-        return clean, self.photometric(clean)
+        """Return ``(target, view)``.
+
+        ``view`` is the geometric view with photometric nuisances. ``target`` is the
+        geometric view itself, or, with ``recorrupt``, an independently re-noised copy
+        (see :meth:`recorrupt`), so that reconstructing it teaches denoising.
+        """
+        geometric = self.geometric(images)
+        if not self.recorrupt_noise:
+            return geometric, self.photometric(geometric)
+        target, noisier = self.recorrupt(geometric)
+        return target, self.photometric(noisier)

@@ -68,3 +68,22 @@ def test_views_conserve_flux_of_a_central_source():
     assert clean.sum(dim=(1, 2, 3)).tolist() == pytest.approx([1.0] * 8, abs=0.01)
     assert noisy.sum(dim=(1, 2, 3)).tolist() == pytest.approx([1.0] * 8, abs=0.01)
     assert not torch.allclose(clean[0], clean[1])
+
+
+def test_recorrupted_pairs_have_independent_noise_of_equal_signal():
+    torch.manual_seed(2)
+    signal = torch.zeros(32, 1, 48, 48)
+    signal[..., 20:28, 20:28] = 10.0
+    noisy = signal + torch.randn_like(signal) * 3.0
+    target, view = NuisanceViews(
+        max_blur=0.0,
+        max_noise_factor=1.0,
+        max_flux_factor=1.0,
+        max_zoom=1.0,
+        max_shift=0.0,
+        rotate=False,
+    ).recorrupt(noisy)
+    noise_target, noise_view = target - signal, view - signal
+    correlation = (noise_target * noise_view).mean() / (noise_target.std() * noise_view.std())
+    assert abs(float(correlation)) < 0.02
+    assert float((view - target).mean()) == pytest.approx(0.0, abs=0.05)
