@@ -30,7 +30,7 @@ $(BIN)/python:
 
 $(VENV)/torch-constraint.txt: | $(BIN)/python
 	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $@
+	$(BIN)/python -W ignore -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/torch-constraint.txt
 	$(PIP) install -q -c $(VENV)/torch-constraint.txt -e ".[test,notebooks]" 2>&1 | $(QUIET_PIP)

@@ -28,7 +28,23 @@ from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
 
-__all__ = ["Canonicalize", "adaptive_moments"]
+__all__ = ["Canonicalize", "adaptive_moments", "border_noise_sigma"]
+
+
+def border_noise_sigma(images: Tensor, *, width: int = 4) -> Tensor:
+    """Robust noise σ of each ``(N, C, H, W)`` image from its border pixels: 1.4826·MAD, (N, C)."""
+    n, c, _, _ = images.shape
+    border = torch.cat(
+        [
+            images[..., :width, :].reshape(n, c, -1),
+            images[..., -width:, :].reshape(n, c, -1),
+            images[..., :, :width].reshape(n, c, -1),
+            images[..., :, -width:].reshape(n, c, -1),
+        ],
+        dim=-1,
+    )
+    median = border.median(dim=-1, keepdim=True).values
+    return 1.4826 * (border - median).abs().median(dim=-1).values
 
 
 def _grid(height: int, width: int, device, dtype) -> tuple[Tensor, Tensor]:
@@ -107,6 +123,14 @@ class Canonicalize(nn.Module):
         Geometric-mean moment size, in pixels, that ``scale`` maps galaxies to.
     max_zoom : float
         Largest magnification or reduction applied by ``scale``.
+    noise_floor : float, optional
+        Raise the noise of every canonical image to at least this σ (in canonical
+        units, measured on the border) by adding Gaussian noise, so that galaxies
+        brighter than the floor all look equally noisy and the embedding cannot
+        learn their S/N. In eval mode the added noise comes from a generator seeded
+        with ``seed`` at every call, so embeddings are reproducible.
+    seed : int
+        Seed of the noise added in eval mode.
     """
 
     @remember_init
@@ -119,6 +143,8 @@ class Canonicalize(nn.Module):
         normalize_flux: bool = True,
         target_sigma: float = 5.0,
         max_zoom: float = 4.0,
+        noise_floor: float | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if target_sigma <= 0 or max_zoom < 1:
@@ -129,6 +155,8 @@ class Canonicalize(nn.Module):
         self.normalize_flux = normalize_flux
         self.target_sigma = float(target_sigma)
         self.max_zoom = float(max_zoom)
+        self.noise_floor = None if noise_floor is None else float(noise_floor)
+        self.seed = seed
 
     def measure(self, images: Tensor) -> dict[str, Tensor]:
         """Centroid (N, 2), angle (N,) in radians, size σ (N,) in pixels and flux (N,)."""
@@ -160,11 +188,24 @@ class Canonicalize(nn.Module):
             images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
         if not self.normalize_flux:
-            return out * zoom.view(n, 1, 1, 1) ** 2  # shrunk by zoom: keep the flux
-        # Unit flux, then scaled so that a Gaussian galaxy (weighted-moment size
-        # target_sigma, i.e. σ = √2·target_sigma) peaks at 1.
-        flux = out.sum(dim=(1, 2, 3)).abs().clamp_min(1e-12)
-        return out / flux.view(n, 1, 1, 1) * (4 * math.pi * self.target_sigma**2)
+            out = out * zoom.view(n, 1, 1, 1) ** 2  # shrunk by zoom: keep the flux
+        else:
+            # Unit flux, then scaled so that a Gaussian galaxy (weighted-moment size
+            # target_sigma, i.e. σ = √2·target_sigma) peaks at 1.
+            flux = out.sum(dim=(1, 2, 3)).abs().clamp_min(1e-12)
+            out = out / flux.view(n, 1, 1, 1) * (4 * math.pi * self.target_sigma**2)
+        return out if self.noise_floor is None else self._raise_noise(out)
+
+    def _raise_noise(self, images: Tensor) -> Tensor:
+        sigma = border_noise_sigma(images)
+        extra = torch.sqrt((self.noise_floor**2 - sigma**2).clamp_min(0.0))[:, :, None, None]
+        generator = None
+        if not self.training:
+            generator = torch.Generator(device=images.device).manual_seed(self.seed)
+        noise = torch.randn(
+            images.shape, generator=generator, device=images.device, dtype=images.dtype
+        )
+        return images + noise * extra
 
     def extra_repr(self) -> str:
         return (

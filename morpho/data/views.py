@@ -15,23 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from morpho.data.canonical import border_noise_sigma
+
 __all__ = ["NuisanceViews", "border_noise_sigma"]
-
-
-def border_noise_sigma(images: Tensor, *, width: int = 4) -> Tensor:
-    """Robust noise σ of each ``(N, C, H, W)`` image from its border pixels: 1.4826·MAD, (N, C)."""
-    n, c, _, _ = images.shape
-    border = torch.cat(
-        [
-            images[..., :width, :].reshape(n, c, -1),
-            images[..., -width:, :].reshape(n, c, -1),
-            images[..., :, :width].reshape(n, c, -1),
-            images[..., :, -width:].reshape(n, c, -1),
-        ],
-        dim=-1,
-    )
-    median = border.median(dim=-1, keepdim=True).values
-    return 1.4826 * (border - median).abs().median(dim=-1).values
 
 
 def _gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:

@@ -87,3 +87,15 @@ def test_recorrupted_pairs_have_independent_noise_of_equal_signal():
     correlation = (noise_target * noise_view).mean() / (noise_target.std() * noise_view.std())
     assert abs(float(correlation)) < 0.02
     assert float((view - target).mean()) == pytest.approx(0.0, abs=0.05)
+
+
+def test_noise_floor_equalises_the_noise_of_bright_galaxies():
+    torch.manual_seed(3)
+    clean = _gaussian(offset=(0.0, 0.0)).float().repeat(6, 1, 1, 1) * 1000.0
+    noise = torch.randn_like(clean) * torch.tensor([0.2, 0.5, 1.0, 2.0, 4.0, 40.0]).view(6, 1, 1, 1)
+    canon = Canonicalize(noise_floor=0.2).eval()
+    out = canon(clean + noise)
+    sigma = border_noise_sigma(out)[:, 0]
+    assert sigma[:4].tolist() == pytest.approx([0.2] * 4, rel=0.15)
+    assert float(sigma[5]) > 0.3  # noisier than the floor: left alone
+    assert torch.equal(canon(clean + noise), out)  # reproducible in eval mode
