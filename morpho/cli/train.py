@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from morpho.config import config_dir
 __all__ = ["main", "train"]
 
 log = logging.getLogger(__name__)
+
+# Lightning (2.6) calls a torch API that torch (2.13) deprecates; nothing for users to do.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
 
 
 def _instantiate_group(node: DictConfig | None) -> list[Any]:

@@ -94,10 +94,10 @@ def _lenticular(rng, *, scale, n_grid) -> Sample:
     comps = _bulge_disk(
         rng,
         scale=scale,
-        bt=rng.uniform(0.3, 0.6),
-        disk_r_e=rng.uniform(6.0, 11.0),
-        disk_q=rng.uniform(0.35, 0.95),
-        bulge_r_e=rng.uniform(1.5, 3.0),
+        bt=rng.uniform(0.2, 0.45),
+        disk_r_e=rng.uniform(7.0, 12.0),
+        disk_q=rng.uniform(0.3, 0.75),
+        bulge_r_e=rng.uniform(1.2, 2.5),
         bulge_n=4.0,
     )
     return comps, {}
@@ -167,7 +167,7 @@ def _spiral(rng, *, scale, n_grid) -> Sample:
 
 
 def _barred_spiral(rng, *, scale, n_grid) -> Sample:
-    bar_share = rng.uniform(0.15, 0.3)
+    bar_share = rng.uniform(0.25, 0.4)
     comps = _bulge_disk(
         rng,
         scale=scale,
@@ -180,8 +180,8 @@ def _barred_spiral(rng, *, scale, n_grid) -> Sample:
     disk = comps[1]
     r_e, q, pa = disk.truth["r_e_pix"], disk.truth["q"], disk.truth["pa_deg"]
     bar_r_e, bar_q, bar_angle = (
-        rng.uniform(0.35, 0.55) * r_e,
-        rng.uniform(0.2, 0.35),
+        rng.uniform(0.5, 0.7) * r_e,
+        rng.uniform(0.15, 0.3),
         rng.uniform(0, 180),
     )
     face_on_bar = sersic(0.5, bar_r_e, bar_q, bar_angle, pixel_scale=scale)
@@ -278,7 +278,7 @@ def _merger(rng, *, scale) -> Sample:
 
 
 def _clumpy(rng, *, scale) -> Sample:
-    clump_share, r_e, q = rng.uniform(0.3, 0.55), rng.uniform(5.0, 9.0), rng.uniform(0.4, 1.0)
+    clump_share, r_e, q = rng.uniform(0.45, 0.7), rng.uniform(5.0, 9.0), rng.uniform(0.4, 1.0)
     disk = _sersic_component(
         "disk",
         "young",
@@ -289,11 +289,11 @@ def _clumpy(rng, *, scale) -> Sample:
         pa=rng.uniform(0, 180),
         scale=scale,
     )
-    n_clumps = int(rng.integers(4, 10))
-    radius, theta = rng.uniform(0.0, 1.5 * r_e, n_clumps), rng.uniform(0, 2 * np.pi, n_clumps)
+    n_clumps = int(rng.integers(3, 9))
+    radius, theta = rng.uniform(0.3 * r_e, 1.8 * r_e, n_clumps), rng.uniform(0, 2 * np.pi, n_clumps)
     points = np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1)
     clumps = blobs(
-        points, rng.uniform(0.8, 2.0, n_clumps), rng.uniform(0.3, 1.0, n_clumps), pixel_scale=scale
+        points, rng.uniform(0.8, 1.5, n_clumps), rng.uniform(0.3, 1.0, n_clumps), pixel_scale=scale
     )
     comps = [disk, Component("clumps", clumps, clump_share, "young")]
     return comps, {"clumps_fraction": clump_share, "clump_count": n_clumps, "irregular_kind": 1.0}

@@ -120,6 +120,8 @@ def simulate_to_hdf5(
         Random seed; galaxy ``i`` depends only on ``(spec, seed, i)``.
     workers : int, optional
         Rendering processes; all available cores by default, 1 renders in-process.
+        Workers are started with the ``spawn`` method, so a script calling this
+        with more than one worker needs the usual ``if __name__ == "__main__":`` guard.
     chunk_size : int
         Galaxies per work unit and per write; memory stays bounded by a few chunks.
     overwrite : bool
