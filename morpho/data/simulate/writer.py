@@ -36,7 +36,9 @@ from morpho.utils import atomic_output, available_cpus
 
 __all__ = ["SIMULATION_FORMAT", "simulate_to_hdf5"]
 
-SIMULATION_FORMAT = "morpho-simulated-galaxies/1"
+#: File format and simulator revision: bumped whenever the layout or the way galaxies
+#: are drawn changes, so that a file made by an older simulator is not silently reused.
+SIMULATION_FORMAT = "morpho-simulated-galaxies/2"
 
 
 def _render_chunk(args: tuple[SimulationSpec, int, int, int]):
