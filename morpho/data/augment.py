@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from morpho.data.pixels import check_images
 
-__all__ = ["Augment", "dihedral_views", "rotate_shift"]
+__all__ = ["Augment", "affine_sample", "dihedral_views", "rotate_shift", "rotation_matrices"]
 
 
 def _as_batch(x: Tensor) -> Tensor:
@@ -37,21 +37,42 @@ def _as_batch(x: Tensor) -> Tensor:
     return x if x.ndim == 4 else x.unsqueeze(0)
 
 
-def _affine_theta(angle_deg: Tensor, shift_xy: Tensor, height: int, width: int) -> Tensor:
-    """``(N, 2, 3)`` :func:`torch.nn.functional.affine_grid` matrices for rotate-then-shift.
+def affine_sample(
+    images: Tensor, matrix: Tensor, offset: Tensor, *, padding_mode: str = "reflection"
+) -> Tensor:
+    """Resample ``(N, C, H, W)`` images through an affine map, in pixel units.
 
-    The output pixel at ``p`` samples the input at ``q = M (p - d)``, with
-    ``M = [[cos θ, -sin θ], [sin θ, cos θ]]`` and ``d`` the shift, all in
-    pixel units. Grid units (``align_corners=False``) are pixel units divided
-    by ``S = diag(W / 2, H / 2)``, so the grid matrix is ``S⁻¹ M S`` with
-    translation ``-S⁻¹ M d``; this keeps rotations rigid on non-square images.
+    ``out(p) = in(matrix @ p + offset)``, with ``p`` the pixel position (x along
+    columns, y along rows) relative to the image centre, bilinear interpolation.
+    Grid units of :func:`torch.nn.functional.affine_grid` (``align_corners=False``)
+    are pixel units divided by ``S = diag(W / 2, H / 2)``, so the grid matrix is
+    ``S⁻¹ · matrix · S`` with translation ``S⁻¹ · offset``; this keeps rotations rigid
+    on non-square images.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) float Tensor
+    matrix : (N, 2, 2) Tensor
+        Linear part, output pixel to input pixel.
+    offset : (N, 2) Tensor
+        Input position (x, y) of the output centre, in pixels from the input centre.
+    padding_mode : {"reflection", "border", "zeros"}
+        Fill for positions outside the input.
     """
-    theta = torch.deg2rad(angle_deg)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    dx, dy = shift_xy[:, 0], shift_xy[:, 1]
-    row_x = torch.stack([cos, -sin * height / width, -(cos * dx - sin * dy) * 2 / width], dim=-1)
-    row_y = torch.stack([sin * width / height, cos, -(sin * dx + cos * dy) * 2 / height], dim=-1)
-    return torch.stack([row_x, row_y], dim=1)
+    n, _, height, width = images.shape
+    scale = images.new_tensor([width / 2, height / 2])
+    linear = matrix.to(images) * scale[None, None, :] / scale[None, :, None]
+    theta = torch.cat([linear, (offset.to(images) / scale)[:, :, None]], dim=2)
+    grid = F.affine_grid(theta, [n, *images.shape[1:]], align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False
+    )
+
+
+def rotation_matrices(angle_rad: Tensor) -> Tensor:
+    """``(N, 2, 2)`` rotation matrices ``[[cos, -sin], [sin, cos]]`` of angles in radians."""
+    cos, sin = torch.cos(angle_rad), torch.sin(angle_rad)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
 
 
 def rotate_shift(
@@ -102,7 +123,7 @@ def rotate_shift(
         ``(N,)`` and ``(N, 2)``.
     """
     batch = _as_batch(x)
-    n, _, height, width = batch.shape
+    n = batch.shape[0]
     try:
         angle = torch.as_tensor(angle_deg, dtype=torch.float64).expand(n)
         shift = torch.as_tensor(shift_xy, dtype=torch.float64).expand(n, 2)
@@ -111,11 +132,10 @@ def rotate_shift(
             f"angle_deg must be a number or shape ({n},) and shift_xy a pair or shape ({n}, 2) "
             f"for {n} images: {error}"
         ) from error
-    theta = _affine_theta(angle, shift, height, width).to(dtype=batch.dtype, device=batch.device)
-    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    out = F.grid_sample(
-        batch, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False
-    )
+    # out(p) = in(M (p - d)) = in(M p - M d)
+    matrix = rotation_matrices(torch.deg2rad(angle))
+    offset = -(matrix @ shift[:, :, None])[:, :, 0]
+    out = affine_sample(batch, matrix, offset, padding_mode=padding_mode)
     return out if x.ndim == 4 else out[0]
 
 

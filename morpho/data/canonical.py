@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from morpho.data.augment import affine_sample, rotation_matrices
 from morpho.nets.base import remember_init
 
 __all__ = ["Canonicalize", "adaptive_moments", "border_noise_sigma"]
@@ -167,26 +167,15 @@ class Canonicalize(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Canonicalise ``images`` (N, C, H, W) float; returns the same shape."""
-        n, _, height, width = images.shape
+        n = images.shape[0]
         m = self.measure(images)
         angle = m["angle"] if self.align else torch.zeros_like(m["angle"])
         zoom = m["size"] / self.target_sigma if self.scale else torch.ones_like(m["size"])
         zoom = zoom.clamp(1 / self.max_zoom, self.max_zoom)
         shift = m["centroid"] if self.center else torch.zeros_like(m["centroid"])
-        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-        # Output pixel p (relative to the centre) samples the input at shift + zoom·R(angle)·p,
-        # written in grid_sample's normalised coordinates (x by width/2, y by height/2).
-        theta = torch.stack(
-            [
-                torch.stack([cos, -sin * height / width, 2 * shift[:, 0] / width], -1),
-                torch.stack([sin * width / height, cos, 2 * shift[:, 1] / height], -1),
-            ],
-            dim=1,
-        )
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        out = F.grid_sample(
-            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+        # Output pixel p (relative to the centre) samples the input at shift + zoom·R(angle)·p.
+        matrix = rotation_matrices(angle) * zoom.view(n, 1, 1)
+        out = affine_sample(images, matrix, shift)
         if not self.normalize_flux:
             out = out * zoom.view(n, 1, 1, 1) ** 2  # shrunk by zoom: keep the flux
         else:

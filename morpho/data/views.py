@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from morpho.data.augment import affine_sample, rotation_matrices
 from morpho.data.canonical import border_noise_sigma
 
 __all__ = ["NuisanceViews", "border_noise_sigma"]
@@ -88,7 +89,7 @@ class NuisanceViews(nn.Module):
 
     def geometric(self, images: Tensor) -> Tensor:
         """Random rotation, mirror, zoom and shift in one bilinear resampling."""
-        n, _, h, w = images.shape
+        n = images.shape[0]
         angle = self._uniform(n, 0.0, 2 * math.pi if self.rotate else 0.0, images)
         zoom = torch.exp(
             self._uniform(n, -math.log(self.max_zoom), math.log(self.max_zoom), images)
@@ -102,18 +103,10 @@ class NuisanceViews(nn.Module):
         shift = torch.stack(
             [self._uniform(n, -self.max_shift, self.max_shift, images) for _ in range(2)], 1
         )
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack(
-            [
-                torch.stack([cos * mirror, -sin * h / w, 2 * shift[:, 0] / w], -1),
-                torch.stack([sin * mirror * w / h, cos, 2 * shift[:, 1] / h], -1),
-            ],
-            dim=1,
-        )
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        out = F.grid_sample(
-            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+        # Output pixel p samples the input at shift + R(angle)·diag(mirror, 1)·p / zoom.
+        mirrors = torch.diag_embed(torch.stack([mirror, torch.ones_like(mirror)], -1))
+        matrix = rotation_matrices(angle) @ mirrors / zoom.view(n, 1, 1)
+        out = affine_sample(images, matrix, shift)
         return out / zoom.view(n, 1, 1, 1) ** 2  # magnified by zoom: keep the flux
 
     def photometric(self, images: Tensor) -> Tensor:
