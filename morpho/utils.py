@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_output", "available_cpus"]
+__all__ = ["atomic_output", "available_cpus", "lazy_exports"]
 
 
 def available_cpus() -> int:
@@ -41,3 +43,22 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable, Callable]:
+    """Module ``__getattr__`` and ``__dir__`` that import each public name on first use.
+
+    ``where`` maps a name to the module defining it; a package then does
+    ``__getattr__, __dir__ = lazy_exports(__name__, {...})`` (PEP 562), so that
+    importing it does not pay for heavy dependencies until they are used.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            return getattr(importlib.import_module(where[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(where)
+
+    return __getattr__, __dir__

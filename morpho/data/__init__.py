@@ -6,8 +6,7 @@ worker processes) does not pay for importing torch and Lightning.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from morpho.utils import lazy_exports
 
 __all__ = [
     "Augment",
@@ -32,11 +31,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'morpho.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -6,8 +6,7 @@ umap-learn, numba and matplotlib until they are used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from morpho.utils import lazy_exports
 
 __all__ = [
     "Taxonomy",
@@ -40,11 +39,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'morpho.taxonomy' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
