@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import platform
 import tempfile
@@ -56,7 +57,10 @@ def read_rate(path: Path, workers: int, *, augment: bool, epochs: int = 2) -> fl
     for _ in range(epochs):
         for batch in loader:
             seen += len(batch["image"])
-    return seen / (time.perf_counter() - start)
+    rate = seen / (time.perf_counter() - start)
+    del loader, dm  # shut persistent workers down before the next run forks its own
+    gc.collect()
+    return rate
 
 
 def main() -> None:
