@@ -119,9 +119,13 @@ class AutoencoderModule(MorphoModule):
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         x = batch["image"]
         train_views = stage == "train" and self.views is not None
-        clean, noisy = self.views(x) if train_views else (x, x)
-        z = self.encoder(self.preprocessor(noisy))
-        reconstruction = F.mse_loss(self.decoder(z), self.preprocessor(clean))
+        if train_views:
+            clean, noisy = self.views(x)
+            inputs, target = self.preprocessor(noisy), self.preprocessor(clean)
+        else:
+            inputs = target = self.preprocessor(x)  # canonicalise and stretch once
+        z = self.encoder(inputs)
+        reconstruction = F.mse_loss(self.decoder(z), target)
         hp = self.hparams
         loss = hp.reconstruction_weight * reconstruction
         log = {"batch_size": x.shape[0], "sync_dist": stage != "train"}
