@@ -68,17 +68,22 @@ def test_every_group_option_is_tested():
     assert groups == tested | {"data", "simulation", "paths", "hydra"}
 
 
-TINY_TRAIN = [
+TINY_DATA = [
     "data.prepare.n_galaxies=24",
     "data.prepare.workers=1",
     "data.image_size=32",
     "data.prepare.spec.image_size=32",
     "data.batch_size=8",
+]
+TINY_TRAIN = [
+    *TINY_DATA,
     "model.encoder.channels=[4,8]",
     "model.encoder.embedding_dim=4",
     "model.projector.hidden_dim=16",
     "model.projector.out_dim=16",
 ]
+# The Sérsic model on its data: 32x32 -> 4x4 maps of 16 channels = 256 features.
+TINY_SERSIC = [*TINY_DATA, "model.encoder.channels=[4,8,16]", "model.head.in_dim=256"]
 
 
 @pytest.mark.parametrize(
@@ -91,6 +96,9 @@ TINY_TRAIN = [
 )
 def test_train_group_options_instantiate(group, option, tmp_path):
     overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}", *TINY_TRAIN]
+    if option == "sersic":
+        data = ["data=simulated_sersic"] if group == "model" else []
+        overrides = [f"{group}={option}", *data, f"paths.data_dir={tmp_path}", *TINY_SERSIC]
     if group == "experiment" and option.endswith("plain"):
         overrides = [o for o in overrides if "projector" not in o]
     cfg = _compose("train", overrides, tmp_path)
@@ -122,7 +130,7 @@ def test_taxonomy_configs_instantiate(option, tmp_path):
     assert taxonomy.get_params()["random_state"] == cfg.seed
 
 
-@pytest.mark.parametrize("name", ["embed", "assign"])
+@pytest.mark.parametrize("name", ["embed", "assign", "fit"])
 def test_command_configs_compose(name, tmp_path):
     cfg = _compose(name, ["+ckpt_path=x.ckpt", "+taxonomy_path=t", "+embeddings=e"], tmp_path)
     assert cfg.task_name == name

@@ -76,7 +76,7 @@ class GalaxyDataModule(LightningDataModule):
         Side of the square images in pixels (centre crop, or resampling with ``resize``).
     bands : int, optional
         Expected number of bands; checked on every image.
-    resize, nan_fill, label_key
+    resize, nan_fill, label_key, columns
         Passed to :class:`GalaxyDataset`.
     stretch : Stretch, optional
         Pixel stretch before standardisation; ``ArcsinhStretch(scale=1)`` by default.
@@ -113,6 +113,7 @@ class GalaxyDataModule(LightningDataModule):
         resize: bool = False,
         nan_fill: str = "median",
         label_key: str | None = None,
+        columns: Sequence[str] | None = None,
         stretch: Stretch | None = None,
         canonicalize: torch.nn.Module | None = None,
         normalize: bool = True,
@@ -126,10 +127,11 @@ class GalaxyDataModule(LightningDataModule):
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        unsaved = ["source", "stretch", "canonicalize", "augment", "prepare", "split"]
+        unsaved = ["source", "stretch", "canonicalize", "augment", "prepare", "split", "columns"]
         self.save_hyperparameters(ignore=unsaved, logger=False)
         # Plain floats, not a Hydra ListConfig, so that checkpoints load with weights_only=True.
         self.split = tuple(float(f) for f in split)
+        self.columns = None if columns is None else [str(c) for c in columns]
         self.source_factory = source
         self.stretch = stretch
         self.canonicalize = canonicalize
@@ -195,6 +197,7 @@ class GalaxyDataModule(LightningDataModule):
             resize=hp.resize,
             nan_fill=hp.nan_fill,
             label_key=hp.label_key,
+            columns=self.columns,
             transform=transform,
         )
 

@@ -8,7 +8,7 @@ optional transform. The helper functions do one step each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,6 +147,9 @@ class GalaxyDataset(Dataset):
         same band, or 0 (see :func:`fill_non_finite`).
     label_key : str, optional
         Numeric catalog column returned as ``"label"``.
+    columns : sequence of str, optional
+        Numeric catalog columns returned together as ``"columns"``, a float32
+        tensor in this order (truth values, PSF widths, ... for supervised models).
     transform : callable, optional
         Applied last to the ``(C, S, S)`` image tensor only: the mask is not
         transformed, so a geometric augmentation here leaves it misaligned.
@@ -164,7 +167,8 @@ class GalaxyDataset(Dataset):
     ``dataset[i]`` is a dict: ``"image"`` float32 ``(C, S, S)``; ``"mask"``
     bool ``(C, S, S)``, True where the stored pixel was NaN/inf (after
     resampling, True wherever a non-finite pixel contributed); ``"index"``
-    int; ``"id"`` str; and ``"label"`` (a tensor) when ``label_key`` is set.
+    int; ``"id"`` str; ``"label"`` (a tensor) when ``label_key`` is set; and
+    ``"columns"`` (a float32 tensor) when ``columns`` are set.
     The steps, in order: band check, NaN/inf fill, crop or resample, transform.
     """
 
@@ -177,6 +181,7 @@ class GalaxyDataset(Dataset):
         resize: bool = False,
         nan_fill: str = "median",
         label_key: str | None = None,
+        columns: Sequence[str] | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if nan_fill not in NAN_FILL_RULES:
@@ -187,6 +192,9 @@ class GalaxyDataset(Dataset):
             raise ValueError("resize=True needs image_size= the side to resample to")
         if label_key is not None:
             _check_label_column(source.catalog, label_key)
+        self.columns = None if columns is None else [str(c) for c in columns]
+        for column in self.columns or ():
+            _check_label_column(source.catalog, column, role="column")
         self.source = source
         self.image_size = image_size
         self.bands = bands
@@ -243,6 +251,9 @@ class GalaxyDataset(Dataset):
         item = {"image": pixels, "mask": masked, "index": int(index), "id": record.id}
         if self.label_key is not None:
             item["label"] = _label_tensor(record.row[self.label_key])
+        if self.columns is not None:
+            values = [record.row[column] for column in self.columns]
+            item["columns"] = torch.as_tensor(np.asarray(values, dtype=np.float32))
         return item
 
     def _fit_size(
@@ -267,12 +278,11 @@ class GalaxyDataset(Dataset):
         return centre_crop(image, size).contiguous(), centre_crop(mask, size).contiguous()
 
 
-def _check_label_column(catalog: pd.DataFrame, label_key: str) -> None:
+def _check_label_column(catalog: pd.DataFrame, label_key: str, *, role: str = "label_key") -> None:
     """Raise DataError unless ``label_key`` is a numeric (or boolean) catalog column."""
     if label_key not in catalog.columns:
         raise DataError(
-            f"label_key {label_key!r} is not a catalog column; the columns are "
-            f"{list(catalog.columns)}"
+            f"{role} {label_key!r} is not a catalog column; the columns are {list(catalog.columns)}"
         )
     column = catalog[label_key]
     if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):

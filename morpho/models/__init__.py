@@ -3,5 +3,13 @@
 from morpho.models.autoencoder import AutoencoderModule
 from morpho.models.base import MorphoModule
 from morpho.models.checkpoint import MODEL_KINDS, load_model, read_checkpoint
+from morpho.models.sersic import SersicModule
 
-__all__ = ["MODEL_KINDS", "AutoencoderModule", "MorphoModule", "load_model", "read_checkpoint"]
+__all__ = [
+    "MODEL_KINDS",
+    "AutoencoderModule",
+    "MorphoModule",
+    "SersicModule",
+    "load_model",
+    "read_checkpoint",
+]

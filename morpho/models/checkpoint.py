@@ -20,12 +20,13 @@ __all__ = ["MODEL_KINDS", "load_model", "read_checkpoint"]
 
 def _kinds() -> dict[str, type[MorphoModule]]:
     from morpho.models.autoencoder import AutoencoderModule
+    from morpho.models.sersic import SersicModule
 
-    return {AutoencoderModule.kind: AutoencoderModule}
+    return {cls.kind: cls for cls in (AutoencoderModule, SersicModule)}
 
 
 #: Model kinds that :func:`load_model` knows.
-MODEL_KINDS = ("autoencoder",)
+MODEL_KINDS = ("autoencoder", "sersic")
 
 
 def read_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:

@@ -132,3 +132,72 @@ def test_embedding_a_wrong_kind_of_checkpoint_is_refused(tmp_path):
     run = _run("morpho-embed", "ckpt_path=p.ckpt", cwd=tmp_path)
     assert run.returncode == 2
     assert "holds a morpho 'pixelcnn' model, but a 'autoencoder' model is needed" in run.stderr
+
+
+@pytest.mark.slow
+def test_train_sersic_then_fit(tmp_path):
+    tiny = [
+        "paths.data_dir=data",
+        "data.prepare.n_galaxies=80",
+        "data.prepare.workers=1",
+        "data.image_size=32",
+        "data.prepare.spec.image_size=32",
+        "data.prepare.spec.r_e=[1.5,5.0]",
+    ]
+    trained = _run(
+        "morpho-train",
+        "experiment=sersic",
+        *tiny,
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "model.encoder.channels=[4,8,16]",
+        "model.head.in_dim=256",
+        "callbacks.progress_bar=null",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    fitted = _run(
+        "morpho-fit",
+        *tiny,
+        f"ckpt_path={checkpoint}",
+        "output_dir=fit",
+        "show=3",
+        "zeropoint=25",
+        "tables=[sersic.parquet,sersic.ecsv,sersic.fits]",
+        cwd=tmp_path,
+    )
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "fit" / "sersic.parquet")
+    assert len(table) == 80
+    assert table["id"].is_unique
+    assert {"flux", "r_e_pix", "r_e_arcsec", "n", "q", "pa_deg", "mag", "out_of_range"} <= set(
+        table.columns
+    )
+    from astropy.table import Table
+
+    ecsv = Table.read(tmp_path / "fit" / "sersic.ecsv")
+    assert str(ecsv["r_e_arcsec"].unit) == "arcsec"
+    assert len(ecsv) == 80
+    assert len(Table.read(tmp_path / "fit" / "sersic.fits")) == 80
+    for picture in ("residuals.png", "predicted_vs_true.png"):
+        assert (tmp_path / "fit" / picture).stat().st_size > 1000, picture
+    # A PSF file that is not normalised is refused, naming the file.
+    import numpy as np
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.full((5, 5), 0.1)).writeto(tmp_path / "bad_psf.fits")
+    bad = _run(
+        "morpho-fit", *tiny, f"ckpt_path={checkpoint}", "psf_file=bad_psf.fits", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "bad_psf.fits" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    # An autoencoder checkpoint is not a Sérsic model.
+    import torch
+
+    torch.save({"state_dict": {}, "morpho": {"kind": "autoencoder"}}, tmp_path / "ae.ckpt")
+    wrong = _run("morpho-fit", *tiny, "ckpt_path=ae.ckpt", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert "holds a morpho 'autoencoder' model, but a 'sersic' model is needed" in wrong.stderr

@@ -161,6 +161,17 @@ def test_hdf5_morpho_layout(morpho_h5: Path, galaxies: np.ndarray) -> None:
         assert source[1].id == "sim_b"
 
 
+def test_hdf5_in_memory_reads_the_same(morpho_h5: Path) -> None:
+    on_disk, in_memory = HDF5Source(morpho_h5), HDF5Source(morpho_h5, in_memory=True)
+    for i in range(len(on_disk)):
+        a, b = on_disk[i], in_memory[i]
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.id == b.id
+        assert a.row == b.row
+    restored = pickle.loads(pickle.dumps(in_memory))
+    np.testing.assert_array_equal(restored[1].image, on_disk[1].image)
+
+
 def test_hdf5_id_key_and_3d_single_band(tmp_path: Path, galaxies: np.ndarray) -> None:
     with h5py.File(tmp_path / "single.h5", "w") as file:
         file["cutouts"] = galaxies[:, 0]

@@ -1,0 +1,299 @@
+"""Supervised Sérsic fitting: a CNN head with calibrated uncertainties.
+
+Per batch of flux images with catalog columns ``(F, r_e [pix], n, q, PA [deg],
+PSF FWHM)``: :class:`morpho.sersic.inputs.SersicInputs` scales each image by its
+noise σ and turns it to its canonical orientation; the encoder and head give a
+posterior (:mod:`morpho.sersic.likelihood`) whose negative log-likelihood is the
+loss. After every validation epoch one temperature per parameter is fitted on
+the validation split so that the 68% and 95% intervals hold what they claim; the
+temperatures are saved with the weights they were fitted for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from morpho.models.base import MorphoModule
+from morpho.sersic.inputs import N_FEATURES, SersicInputs
+from morpho.sersic.likelihood import (
+    PARAMETERS,
+    SersicPosterior,
+    circular_sigma,
+    coverage,
+    decode,
+    fit_temperatures,
+    negative_log_likelihood,
+    z_scores,
+)
+from morpho.sersic.pose import pa_from_canonical, pa_to_canonical
+
+__all__ = ["DEFAULT_COLUMNS", "SersicModule"]
+
+#: Catalog columns of the simulated single-Sérsic data, in the order the module needs:
+#: total flux, r_e (pixels, major axis), n, q, PA (degrees), PSF FWHM.
+DEFAULT_COLUMNS = (
+    "total_flux",
+    "sersic_r_e_pix",
+    "sersic_n",
+    "sersic_q",
+    "sersic_pa_deg",
+    "psf_fwhm_arcsec",
+)
+PSF_UNITS = ("arcsec", "pix")
+
+
+class SersicModule(MorphoModule):
+    """Regress Sérsic parameters with uncertainties from galaxy images.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        ``(N, 1, S, S) -> (N, D)``, e.g. :class:`morpho.nets.FastEncoder` or the
+        autoencoder's :class:`morpho.nets.ConvEncoder`.
+    head : nn.Module
+        ``(N, D), (N, 5) -> (N, 11)``, e.g. :class:`morpho.nets.SersicHead`.
+    inputs : SersicInputs, optional
+        Image preparation (band, stretch); the defaults if None.
+    optimizer, scheduler, preprocessor
+        See :class:`MorphoModule`; no preprocessor is needed (the inputs module
+        has no fitted state).
+    columns : sequence of 6 str
+        Catalog columns holding total flux, r_e (pixels), n, q, PA (degrees) and
+        the PSF FWHM; only the last is needed to predict.
+    psf_fwhm_unit : {"arcsec", "pix"}
+        Unit of the PSF column; arcsec are divided by ``pixel_scale``.
+    pixel_scale : float
+        Arcsec per pixel, for the PSF column and the r_e in arcsec.
+    beta : float
+        β-NLL exponent (see :func:`morpho.sersic.likelihood.negative_log_likelihood`).
+    encoder_checkpoint : str, optional
+        An autoencoder checkpoint whose encoder weights start the encoder (its
+        architecture must match); None trains from scratch.
+    freeze_encoder : bool
+        Keep the encoder's weights fixed (only the head trains).
+    """
+
+    kind = "sersic"
+    net_names = ("encoder", "head", "inputs")
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        inputs: SersicInputs | None = None,
+        *,
+        optimizer=None,
+        scheduler=None,
+        preprocessor=None,
+        columns: Sequence[str] = DEFAULT_COLUMNS,
+        psf_fwhm_unit: str = "arcsec",
+        pixel_scale: float = 0.2,
+        beta: float = 0.5,
+        encoder_checkpoint: str | None = None,
+        freeze_encoder: bool = False,
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
+        if columns is None or len(columns) != 6:
+            raise ValueError(
+                "columns must name 6 catalog columns: flux, r_e (pix), n, q, PA (deg), PSF FWHM; "
+                f"got {columns}. Train on data=simulated_sersic, or set data.columns"
+            )
+        columns = [str(c) for c in columns]
+        if psf_fwhm_unit not in PSF_UNITS:
+            raise ValueError(f"psf_fwhm_unit must be one of {PSF_UNITS}, got {psf_fwhm_unit!r}")
+        self.save_hyperparameters(
+            ignore=["encoder", "head", "inputs", "optimizer", "scheduler", "preprocessor"],
+            logger=False,
+        )
+        self.hparams["columns"] = columns
+        _check_sizes(encoder, head)
+        self.encoder, self.head = encoder, head
+        self.inputs = inputs if inputs is not None else SersicInputs()
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+        self.register_buffer("temperature", torch.ones(len(PARAMETERS)))
+        # Training ranges, rows min/max: the input features, then the 4 transformed targets.
+        width = N_FEATURES + 4
+        self.register_buffer("train_range", torch.tensor([[math.inf] * width, [-math.inf] * width]))
+        self._val_z: list[Tensor] = []
+        self._fused_encoder: tuple[nn.Module, tuple] | None = None
+
+    # -- setup -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Start the encoder from an autoencoder checkpoint when one is configured."""
+        path = self.hparams.encoder_checkpoint
+        if stage == "fit" and path and not getattr(self, "_encoder_loaded", False):
+            from morpho.models.checkpoint import read_checkpoint
+
+            state = read_checkpoint(path, kind="autoencoder")["state_dict"]
+            weights = {
+                k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")
+            }
+            self.encoder.load_state_dict(weights)
+            self._encoder_loaded = True
+
+    # -- prediction --------------------------------------------------------------------
+    def psf_fwhm_pix(self, psf_column: Tensor) -> Tensor:
+        """PSF FWHM in pixels from the catalog's PSF column."""
+        if self.hparams.psf_fwhm_unit == "arcsec":
+            return psf_column / self.hparams.pixel_scale
+        return psf_column
+
+    def forward(self, images: Tensor, psf_fwhm_pix: Tensor, *, bf16: bool = False):
+        """Posterior of ``(N, C, S, S)`` flux images; returns ``(posterior, inputs batch)``.
+
+        The posterior is in the canonical frame (see :mod:`morpho.sersic.pose`) and
+        before temperatures; :meth:`predict` gives physical values. ``bf16`` runs
+        the encoder in bfloat16 (autocast), the rest in float32.
+        """
+        batch = self.inputs(images, psf_fwhm_pix)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            features = self._encoder_for_mode()(batch.image)
+        raw = self.head(features.float(), batch.features)
+        return decode(raw), batch
+
+    def _encoder_for_mode(self) -> nn.Module:
+        """In eval mode, the encoder with BatchNorm folded (when it can fold).
+
+        The folded copy is rebuilt whenever a weight or statistic of the encoder has
+        changed (tensor version counters) or moved to another device.
+        """
+        if self.training or not hasattr(self.encoder, "fused"):
+            return self.encoder
+        tensors = [*self.encoder.parameters(), *self.encoder.buffers()]
+        key = (tensors[0].device, tuple(t._version for t in tensors), tuple(map(id, tensors)))
+        if self._fused_encoder is None or self._fused_encoder[1] != key:
+            fused = self.encoder.fused().to(memory_format=torch.channels_last)
+            self._fused_encoder = (fused, key)  # a tuple: not a registered submodule
+        return self._fused_encoder[0]
+
+    @torch.no_grad()
+    def predict(
+        self, images: Tensor, psf_fwhm_pix: Tensor, *, bf16: bool = False
+    ) -> dict[str, Tensor]:
+        """Calibrated Sérsic parameters of ``(N, C, S, S)`` flux images.
+
+        ``bf16=True`` runs the encoder in bfloat16: about twice as fast on CPUs with
+        AVX-512 BF16 or AMX, at a cost in precision far below the errors (measured in
+        ``benchmarks/sersic.py``).
+
+        Returns
+        -------
+        dict of (N,) tensors
+            ``flux`` (image units, total), ``r_e_pix``, ``r_e_arcsec``, ``n``, ``q``,
+            ``pa_deg`` (from +x towards +y, [0, 180)); for each, ``*_err`` (half the
+            calibrated 68% interval) and, for flux, r_e and n, the interval's ends
+            ``*_lo`` / ``*_hi`` (asymmetric: these are log-normal); and
+            ``out_of_range`` (True where the input or the prediction lies outside
+            what the model saw in training).
+        """
+        posterior, batch = self(images, psf_fwhm_pix, bf16=bf16)
+        mean, sigma = posterior.mean, posterior.sigma * self.temperature[:4]
+        mean = mean.clone()
+        mean[:, 0] = mean[:, 0] + batch.log_sigma
+        out: dict[str, Tensor] = {}
+        for i, name in enumerate(("flux", "r_e_pix", "n")):
+            value, lo, hi = (
+                mean[:, i].exp(),
+                (mean[:, i] - sigma[:, i]).exp(),
+                (mean[:, i] + sigma[:, i]).exp(),
+            )
+            out.update(
+                {name: value, f"{name}_err": (hi - lo) / 2, f"{name}_lo": lo, f"{name}_hi": hi}
+            )
+        out["r_e_arcsec"] = out["r_e_pix"] * self.hparams.pixel_scale
+        out["r_e_arcsec_err"] = out["r_e_pix_err"] * self.hparams.pixel_scale
+        out["q"], out["q_err"] = mean[:, 3], sigma[:, 3]
+        out["pa_deg"] = pa_from_canonical(posterior.pa_deg, batch.pose)
+        out["pa_deg_err"] = torch.rad2deg(self.temperature[4] * circular_sigma(posterior.kappa)) / 2
+        observed = torch.cat([batch.features, posterior.mean], dim=1)
+        low, high = self.train_range
+        out["out_of_range"] = ((observed < low) | (observed > high)).any(dim=1)
+        return out
+
+    # -- training ----------------------------------------------------------------------
+    def _targets(self, columns: Tensor, log_sigma: Tensor, pose) -> tuple[Tensor, Tensor]:
+        flux, r_e, n, q, pa = columns[:, :5].unbind(dim=1)
+        targets = torch.stack([flux.log() - log_sigma, r_e.log(), n.log(), q], dim=1)
+        return targets, pa_to_canonical(pa, pose)
+
+    def _update_range(self, features: Tensor, targets: Tensor) -> None:
+        observed = torch.cat([features, targets], dim=1).detach()
+        self.train_range[0] = torch.minimum(self.train_range[0], observed.amin(dim=0))
+        self.train_range[1] = torch.maximum(self.train_range[1], observed.amax(dim=0))
+
+    def _shared_step(self, batch: dict, stage: str) -> Tensor:
+        columns = batch["columns"]
+        posterior, inputs = self(batch["image"], self.psf_fwhm_pix(columns[:, 5]))
+        targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
+        loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
+        log = {"batch_size": len(columns), "sync_dist": stage != "train"}
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        if stage == "train":
+            self._update_range(inputs.features, targets)
+            return loss
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in _errors(posterior, targets, pa).items()}, **log
+        )
+        z = z_scores(posterior, targets, pa)
+        if stage == "val":
+            self._val_z.append(z.detach())
+        else:
+            calibrated = z / self.temperature
+            for level in (68, 95):
+                value = coverage(calibrated, level=level / 100).mean()
+                self.log(f"test/coverage{level}", value, **log)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        """Fit the temperatures on this epoch's validation predictions (all ranks)."""
+        if not self._val_z:
+            return
+        z = torch.cat(self._val_z)
+        self._val_z.clear()
+        if self.trainer.world_size > 1:
+            z = self.all_gather(z).flatten(0, 1)
+        z = z[torch.isfinite(z).all(dim=1)]
+        if len(z) == 0:
+            return
+        self.temperature.copy_(fit_temperatures(z.float().cpu()).to(self.temperature))
+        calibrated = z / self.temperature
+        self.log("val/coverage68", coverage(calibrated, level=0.68).mean(), sync_dist=False)
+        self.log("val/coverage95", coverage(calibrated, level=0.95).mean(), sync_dist=False)
+
+
+def _check_sizes(encoder: nn.Module, head: nn.Module) -> None:
+    """Raise ValueError when the head does not take the encoder's feature size."""
+    out_dim = getattr(encoder, "out_dim", getattr(encoder, "embedding_dim", None))
+    in_dim = getattr(head, "in_dim", None)
+    if out_dim is not None and in_dim is not None and out_dim != in_dim:
+        raise ValueError(
+            f"the encoder gives {out_dim} features but the head takes in_dim={in_dim}; "
+            f"set model.head.in_dim={out_dim}"
+        )
+
+
+def _errors(posterior: SersicPosterior, targets: Tensor, pa: Tensor) -> dict[str, Tensor]:
+    """Median errors of a batch: relative for flux, r_e and n, absolute for q and PA (deg)."""
+    relative = (posterior.mean[:, :3] - targets[:, :3]).exp() - 1
+    pa_error = torch.remainder(posterior.pa_deg - pa + 90.0, 180.0) - 90.0
+    return {
+        "flux_mare": relative[:, 0].abs().median(),
+        "re_mare": relative[:, 1].abs().median(),
+        "n_mare": relative[:, 2].abs().median(),
+        "q_mae": (posterior.mean[:, 3] - targets[:, 3]).abs().median(),
+        "pa_mae_deg": pa_error.abs().median(),
+    }

@@ -1,0 +1,126 @@
+"""A small, fast convolutional encoder and the Sérsic regression head."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from morpho.nets.base import remember_init
+
+__all__ = ["FastEncoder", "SersicHead"]
+
+
+def _conv(
+    in_channels: int, out_channels: int, *, stride: int = 1, kernel: int = 3
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FastEncoder(nn.Module):
+    """Images to a feature vector with few FLOPs: ``(N, C, S, S) -> (N, out_dim)``.
+
+    A 5×5 stride-2 stem, then stages that each halve the image with a strided
+    3×3 convolution followed by one more 3×3 convolution (BatchNorm and ReLU
+    after each, which fold away at inference); the last feature map is
+    flattened, so position within the stamp is kept. With the defaults at 64×64
+    it costs about 13 MFLOP per image.
+
+    Parameters
+    ----------
+    in_channels : int
+        Bands C.
+    image_size : int
+        Side S in pixels, divisible by ``2 ** (len(channels))``.
+    channels : sequence of int
+        Width of the stem, then of each further stage.
+    """
+
+    @remember_init
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 64,
+        channels: Sequence[int] = (12, 24, 48, 96),
+    ) -> None:
+        super().__init__()
+        channels = list(channels)
+        side = image_size // 2 ** len(channels)
+        if side < 1 or side * 2 ** len(channels) != image_size:
+            raise ValueError(
+                f"image_size {image_size} must be divisible by 2**{len(channels)} "
+                "(one halving per stage)"
+            )
+        layers = [_conv(in_channels, channels[0], stride=2, kernel=5)]
+        for a, b in itertools.pairwise(channels):
+            layers += [_conv(a, b, stride=2), _conv(b, b)]
+        self.body = nn.Sequential(*layers)
+        self.out_dim = channels[-1] * side * side
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.body(x), 1)
+
+    @torch.no_grad()
+    def fused(self) -> nn.Sequential:
+        """An inference-only copy with every BatchNorm folded into its convolution.
+
+        ``w' = w γ / sqrt(v + ε)`` and ``b' = β - μ γ / sqrt(v + ε)`` with the running
+        mean μ and variance v: the same function in eval mode, one pass fewer.
+        """
+        layers: list[nn.Module] = []
+        for conv, norm, _ in self.body:
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            folded = nn.Conv2d(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                bias=True,
+                device=conv.weight.device,
+                dtype=conv.weight.dtype,
+            )
+            folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            folded.bias.copy_(norm.bias - norm.running_mean * scale)
+            layers += [folded, nn.ReLU(inplace=True)]
+        return nn.Sequential(*layers, nn.Flatten()).eval()
+
+
+class SersicHead(nn.Module):
+    """Encoder features and scalar inputs to the raw Sérsic outputs.
+
+    ``(N, in_dim), (N, n_features) -> (N, out_dim)``: a two-layer MLP on the
+    concatenation. The outputs are decoded by :func:`morpho.sersic.likelihood.decode`.
+
+    Parameters
+    ----------
+    in_dim : int
+        Size of the encoder's feature vector.
+    n_features : int
+        Scalars given beside the image (PSF FWHM, stamp S/N, moment shape).
+    hidden_dim : int
+        Width of the hidden layer.
+    out_dim : int
+        Raw outputs (11 for the Sérsic posterior).
+    """
+
+    @remember_init
+    def __init__(
+        self, in_dim: int, n_features: int = 5, hidden_dim: int = 128, out_dim: int = 11
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim + n_features, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, features: Tensor, scalars: Tensor) -> Tensor:
+        return self.net(torch.cat([features, scalars], dim=1))

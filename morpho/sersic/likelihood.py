@@ -1,0 +1,192 @@
+"""The Sérsic head's probabilistic outputs: bounded Gaussians and a von Mises angle.
+
+The network's raw outputs are turned into a posterior for five parameters:
+
+- four Gaussians in transformed variables, their means bounded to physical ranges:
+  ``ln(F / σ)`` (total flux over the image's noise σ), ``ln r_e`` (pixels, major
+  axis), ``ln n`` and ``q``;
+- the position angle θ through a von Mises distribution on ``2θ`` (period 180°),
+  whose mean direction is a unit vector ``(cos 2θ, sin 2θ)`` and whose
+  concentration κ plays the role of ``1/σ²``.
+
+Training minimises the negative log-likelihood, with the β-NLL weighting of
+Seitzer et al. (2022, ICLR) on the Gaussian terms so that the means keep
+learning where the predicted σ is large. Uncertainties are calibrated
+afterwards with one temperature per parameter (:func:`fit_temperatures`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "GAUSSIAN_BOUNDS",
+    "N_RAW_OUTPUTS",
+    "PARAMETERS",
+    "SersicPosterior",
+    "circular_sigma",
+    "coverage",
+    "decode",
+    "fit_temperatures",
+    "negative_log_likelihood",
+    "z_scores",
+]
+
+#: Parameters in output order: four Gaussian ones, then the position angle.
+PARAMETERS = ("flux", "r_e", "n", "q", "pa")
+
+#: Ranges of the Gaussian means in their transformed variables:
+#: ln(F/σ), ln(r_e / pixel), ln n, q.
+GAUSSIAN_BOUNDS = (
+    (0.0, math.log(1e6)),
+    (math.log(0.3), math.log(64.0)),
+    (math.log(0.2), math.log(10.0)),
+    (0.02, 1.0),
+)
+
+#: Raw outputs the network must give: 4 means, 4 log-σ, 2 for the angle, 1 for κ.
+N_RAW_OUTPUTS = 11
+
+_MAX_KAPPA = 1e5
+
+
+@dataclass
+class SersicPosterior:
+    """Predicted distribution of the parameters of N galaxies.
+
+    Attributes
+    ----------
+    mean : (N, 4) tensor
+        Means of ``ln(F/σ)``, ``ln r_e``, ``ln n``, ``q``.
+    sigma : (N, 4) tensor
+        Their standard deviations (before any temperature).
+    direction : (N, 2) tensor
+        Unit vector ``(cos 2θ, sin 2θ)`` of the mean position angle.
+    kappa : (N,) tensor
+        Von Mises concentration of ``2θ``.
+    """
+
+    mean: Tensor
+    sigma: Tensor
+    direction: Tensor
+    kappa: Tensor
+
+    @property
+    def pa_deg(self) -> Tensor:
+        """Mean position angle in degrees, in [0, 180)."""
+        angle = torch.atan2(self.direction[:, 1], self.direction[:, 0])
+        return torch.remainder(torch.rad2deg(angle) / 2, 180.0)
+
+
+def decode(raw: Tensor) -> SersicPosterior:
+    """Turn raw network outputs ``(N, 11)`` into a :class:`SersicPosterior`."""
+    if raw.ndim != 2 or raw.shape[1] != N_RAW_OUTPUTS:
+        raise ValueError(f"expected raw outputs (N, {N_RAW_OUTPUTS}), got {tuple(raw.shape)}")
+    bounds = torch.tensor(GAUSSIAN_BOUNDS, dtype=raw.dtype, device=raw.device)
+    low, span = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+    mean = low + span * torch.sigmoid(raw[:, :4])
+    # σ from 1e-5 to 0.5 of each range, starting near 5% of it.
+    log_fraction = -3.0 + 0.5 * raw[:, 4:8].clamp(-17.0, 9.0)
+    sigma = span * torch.exp(log_fraction).clamp(1e-5, 0.5)
+    direction = F.normalize(raw[:, 8:10], dim=1, eps=1e-6)
+    kappa = (F.softplus(raw[:, 10] + 2.0) + 1e-3).clamp(max=_MAX_KAPPA)
+    return SersicPosterior(mean=mean, sigma=sigma, direction=direction, kappa=kappa)
+
+
+def _log_i0(kappa: Tensor) -> Tensor:
+    """ln I0(κ), stable for large κ."""
+    return torch.log(torch.special.i0e(kappa)) + kappa
+
+
+def negative_log_likelihood(
+    posterior: SersicPosterior, targets: Tensor, pa_deg: Tensor, *, beta: float = 0.5
+) -> Tensor:
+    """Per-galaxy negative log-likelihood, (N,).
+
+    Parameters
+    ----------
+    posterior : SersicPosterior
+    targets : (N, 4) tensor
+        True ``ln(F/σ)``, ``ln r_e``, ``ln n``, ``q``.
+    pa_deg : (N,) tensor
+        True position angles in degrees (any period-180° representative).
+    beta : float, default 0.5
+        β-NLL exponent: each Gaussian term is weighted by ``σ^{2β}`` (not
+        differentiated); 0 gives the plain negative log-likelihood.
+    """
+    z = (targets - posterior.mean) / posterior.sigma
+    gaussian = 0.5 * z**2 + torch.log(posterior.sigma) + 0.5 * math.log(2 * math.pi)
+    if beta:
+        gaussian = gaussian * posterior.sigma.detach() ** (2 * beta)
+    two_theta = torch.deg2rad(2 * pa_deg)
+    cos_delta = (posterior.direction * torch.stack([two_theta.cos(), two_theta.sin()], 1)).sum(1)
+    kappa = posterior.kappa
+    von_mises = -kappa * cos_delta + _log_i0(kappa) + math.log(2 * math.pi)
+    return gaussian.sum(dim=1) + von_mises
+
+
+def circular_sigma(kappa: Tensor) -> Tensor:
+    """Circular standard deviation (radians) of a von Mises of concentration κ.
+
+    ``sqrt(-2 ln(I1(κ)/I0(κ)))`` (Mardia & Jupp 2000, §2.3.4); tends to ``1/sqrt(κ)``.
+    """
+    ratio = torch.special.i1e(kappa) / torch.special.i0e(kappa)
+    return torch.sqrt(-2 * torch.log(ratio.clamp(1e-12, 1.0 - 1e-12)))
+
+
+def _angle_error_rad(pa_deg: Tensor, true_pa_deg: Tensor) -> Tensor:
+    """Signed difference of ``2θ`` in radians, wrapped to (-π, π]."""
+    delta = torch.deg2rad(2 * (pa_deg - true_pa_deg))
+    return torch.atan2(torch.sin(delta), torch.cos(delta))
+
+
+def z_scores(posterior: SersicPosterior, targets: Tensor, pa_deg: Tensor) -> Tensor:
+    """Standardised errors of the five parameters, (N, 5), before any temperature.
+
+    The angle's error is that of ``2θ`` over its circular standard deviation.
+    """
+    gaussian = (targets - posterior.mean) / posterior.sigma
+    angle = _angle_error_rad(posterior.pa_deg, pa_deg) / circular_sigma(posterior.kappa)
+    return torch.cat([gaussian, angle[:, None]], dim=1)
+
+
+def coverage(z: Tensor, *, level: float) -> Tensor:
+    """Fraction of |z| inside the central ``level`` interval of a unit Gaussian, per column."""
+    half_width = math.sqrt(2) * torch.special.erfinv(torch.tensor(level, dtype=z.dtype))
+    return (z.abs() <= half_width).to(z.dtype).mean(dim=0)
+
+
+def fit_temperatures(z: Tensor, *, levels: tuple[float, ...] = (0.68, 0.95)) -> Tensor:
+    """One σ multiplier per parameter so that the intervals hold what they claim.
+
+    For each column of ``z`` (standardised validation errors), the temperature
+    ``T`` minimises the squared misses of the coverage of ``|z| / T`` at the
+    given levels, searched on a log grid from 0.2 to 20. Dividing ``z`` by the
+    result is what the calibrated model reports.
+
+    Parameters
+    ----------
+    z : (N, P) tensor
+        Standardised errors on the validation split (finite).
+    levels : tuple of float
+        Interval probabilities to match.
+
+    Returns
+    -------
+    (P,) tensor
+        Temperatures.
+    """
+    if z.ndim != 2 or len(z) == 0:
+        raise ValueError(f"need (N, P) z-scores with N > 0, got shape {tuple(z.shape)}")
+    grid = torch.logspace(math.log10(0.2), math.log10(20.0), 801, dtype=z.dtype)
+    misses = torch.zeros(len(grid), z.shape[1], dtype=z.dtype)
+    for level in levels:
+        half_width = math.sqrt(2) * torch.special.erfinv(torch.tensor(level, dtype=z.dtype))
+        inside = (z.abs()[None] <= half_width * grid[:, None, None]).to(z.dtype).mean(dim=1)
+        misses += (inside - level) ** 2
+    return grid[misses.argmin(dim=0)]

@@ -1,0 +1,189 @@
+"""The Sérsic LightningModule: it learns, is exactly equivariant, and round-trips checkpoints."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import pytest
+import torch
+
+from morpho.data.datamodule import GalaxyDataModule
+from morpho.data.errors import DataError
+from morpho.data.simulate import SimulationSpec, simulate_to_hdf5
+from morpho.data.sources import HDF5Source
+from morpho.models import SersicModule, load_model
+from morpho.models.sersic import DEFAULT_COLUMNS
+from morpho.nets import FastEncoder, SersicHead
+from morpho.sersic.predict import check_signal, fit_dataset
+
+CHANNELS = [8, 16, 32]  # 32x32 -> 4x4 feature maps of 32 channels
+
+
+@pytest.fixture(scope="module")
+def sersic_file(tmp_path_factory):
+    """A read-only HDF5 file of 96 single-Sérsic galaxies at 32×32 pixels."""
+    spec = SimulationSpec(mode="single_sersic", image_size=32, snr=(30.0, 200.0), r_e=(1.5, 5.0))
+    path = tmp_path_factory.mktemp("sersic") / "sersic.h5"
+    return simulate_to_hdf5(path, n_galaxies=96, spec=spec, seed=3, workers=1, progress=False)
+
+
+def _model(**kwargs) -> SersicModule:
+    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
+    head = SersicHead(in_dim=encoder.out_dim, hidden_dim=32)
+    options = {"optimizer": functools.partial(torch.optim.Adam, lr=3e-3), **kwargs}
+    return SersicModule(encoder, head, **options)
+
+
+def _datamodule(path) -> GalaxyDataModule:
+    return GalaxyDataModule(
+        functools.partial(HDF5Source, path=path),
+        image_size=32,
+        batch_size=16,
+        columns=list(DEFAULT_COLUMNS),
+        fit_images=16,
+    )
+
+
+class _Losses(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.values.append(float(outputs["loss"]))
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    options = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+        "log_every_n_steps": 1,
+        **kwargs,
+    }
+    return L.Trainer(**options)
+
+
+def _images(path, n: int = 8) -> torch.Tensor:
+    dm = _datamodule(path)
+    dataset = dm.dataset("all")
+    return torch.stack([dataset[i]["image"] for i in range(n)])
+
+
+def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
+    L.seed_everything(0)
+    losses = _Losses()
+    model = _model()
+    trainer = _trainer(tmp_path, max_epochs=6, callbacks=[losses], enable_checkpointing=False)
+    trainer.fit(model, datamodule=_datamodule(sersic_file))
+    first, last = sum(losses.values[:4]) / 4, sum(losses.values[-4:]) / 4
+    assert last < first - 0.5, losses.values
+    assert not torch.equal(model.temperature, torch.ones(5))  # fitted on the validation split
+    assert torch.isfinite(model.train_range).all()
+
+
+def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file):
+    model = _model().eval()
+    images = _images(sersic_file)
+    psf = torch.full((len(images),), 4.0)
+    reference = model.predict(images, psf)
+    cases = {
+        "rot90": (torch.rot90(images, 1, dims=(-2, -1)), lambda pa: pa + 90),
+        "rot180": (torch.rot90(images, 2, dims=(-2, -1)), lambda pa: pa),
+        "mirror": (images.flip(-1), lambda pa: -pa),
+    }
+    for name, (turned, expected_pa) in cases.items():
+        got = model.predict(turned, psf)
+        for key in ("flux", "r_e_pix", "n", "q", "flux_err", "n_err"):
+            assert torch.allclose(got[key], reference[key], rtol=1e-5), (name, key)
+        difference = (
+            torch.remainder(got["pa_deg"] - expected_pa(reference["pa_deg"]) + 90, 180) - 90
+        )
+        assert difference.abs().max() < 1e-3, name
+
+
+def test_checkpoint_round_trip_and_wrong_kind(sersic_file, tmp_path):
+    model = _model()
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(model, datamodule=_datamodule(sersic_file))
+    path = tmp_path / "sersic.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_model(path, kind="sersic")
+    images = _images(sersic_file)
+    psf = torch.full((len(images),), 4.0)
+    expected, got = model.eval().predict(images, psf), loaded.predict(images, psf)
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+    with pytest.raises(DataError, match="holds a morpho 'sersic' model, but a 'autoencoder'"):
+        load_model(path, kind="autoencoder")
+
+
+def test_table_has_one_row_per_galaxy_and_sky_is_refused(sersic_file):
+    model = _model().eval()
+    dataset = _datamodule(sersic_file).dataset("all")
+    table = fit_dataset(model, dataset, 4.0, batch_size=40)
+    assert len(table) == 96
+    assert table["id"].is_unique
+    assert (table["r_e_pix_lo"] <= table["r_e_pix"]).all()
+    assert (table["r_e_pix"] <= table["r_e_pix_hi"]).all()
+    sky = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 6.0
+    with pytest.raises(DataError, match=r"3 image\(s\) hold no source above the noise.*sky_1"):
+        check_signal(sky, model, ["sky_0", "sky_1", "sky_2"], min_snr=4.0)
+
+
+def test_mismatched_head_is_a_clear_error():
+    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
+    with pytest.raises(ValueError, match=r"set model\.head\.in_dim=512"):
+        SersicModule(encoder, SersicHead(in_dim=100))
+
+
+def test_training_without_truth_columns_is_a_clear_error():
+    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
+    with pytest.raises(ValueError, match="data=simulated_sersic"):
+        SersicModule(encoder, SersicHead(in_dim=encoder.out_dim), columns=None)
+
+
+def test_encoder_starts_from_an_autoencoder_checkpoint(tmp_path):
+    from morpho.models import AutoencoderModule
+    from morpho.nets import ConvDecoder, ConvEncoder
+
+    tiny = {"image_size": 32, "channels": [8, 16], "embedding_dim": 8}
+    autoencoder = AutoencoderModule(ConvEncoder(**tiny), ConvDecoder(**tiny))
+    path = tmp_path / "ae.ckpt"
+    torch.save({"state_dict": autoencoder.state_dict(), "morpho": {"kind": "autoencoder"}}, path)
+    model = SersicModule(
+        ConvEncoder(**tiny),
+        SersicHead(in_dim=8),
+        encoder_checkpoint=str(path),
+        freeze_encoder=True,
+    )
+    model.setup("fit")
+    for (name, got), expected in zip(
+        model.encoder.state_dict().items(), autoencoder.encoder.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, expected), name
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.setup("fit")  # a second setup (e.g. after resuming) does not reload
+
+
+def test_folded_and_bfloat16_inference_agree_with_training_graph(sersic_file, tmp_path):
+    model = _model()
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, enable_checkpointing=False)
+    trainer.fit(model, datamodule=_datamodule(sersic_file))  # BatchNorm statistics move
+    model.eval()
+    images = _images(sersic_file, n=16)
+    psf = torch.full((16,), 4.0)
+    with torch.no_grad():
+        plain_features = model.encoder(model.inputs(images, psf).image)
+        folded_features = model._encoder_for_mode()(model.inputs(images, psf).image)
+    assert torch.allclose(folded_features, plain_features, rtol=1e-4, atol=1e-5)
+    exact, fast = model.predict(images, psf), model.predict(images, psf, bf16=True)
+    for key in ("flux", "r_e_pix", "n"):
+        assert torch.allclose(fast[key], exact[key], rtol=0.05), key
+    folded = model._encoder_for_mode()
+    with torch.no_grad():
+        model.encoder.body[0][0].weight.mul_(2)  # a changed weight: folded again
+    assert model._encoder_for_mode() is not folded

@@ -1,0 +1,85 @@
+"""The Sérsic posterior: bounds, likelihood against torch.distributions, calibration."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Normal, VonMises
+
+from morpho.sersic.likelihood import (
+    GAUSSIAN_BOUNDS,
+    circular_sigma,
+    coverage,
+    decode,
+    fit_temperatures,
+    negative_log_likelihood,
+    z_scores,
+)
+
+
+def _raw(n: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    return scale * torch.randn(
+        n, 11, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+def test_means_stay_inside_the_physical_ranges():
+    posterior = decode(_raw(1000, scale=50.0))
+    bounds = torch.tensor(GAUSSIAN_BOUNDS, dtype=torch.float64)
+    assert (posterior.mean >= bounds[:, 0]).all()
+    assert (posterior.mean <= bounds[:, 1]).all()
+    assert (posterior.sigma > 0).all()
+    assert (posterior.kappa > 0).all()
+    assert torch.allclose(posterior.direction.norm(dim=1), torch.ones(1000, dtype=torch.float64))
+    assert ((posterior.pa_deg >= 0) & (posterior.pa_deg < 180)).all()
+
+
+def test_negative_log_likelihood_matches_torch_distributions():
+    posterior = decode(_raw(64))
+    generator = torch.Generator().manual_seed(1)
+    targets = posterior.mean + posterior.sigma * torch.randn(
+        64, 4, generator=generator, dtype=torch.float64
+    )
+    pa = 180 * torch.rand(64, generator=generator, dtype=torch.float64)
+    loc = 2 * torch.deg2rad(posterior.pa_deg)
+    expected = -Normal(posterior.mean, posterior.sigma).log_prob(targets).sum(1) - VonMises(
+        loc, posterior.kappa
+    ).log_prob(torch.deg2rad(2 * pa) - 2 * math.pi)
+    got = negative_log_likelihood(posterior, targets, pa, beta=0.0)
+    # torch evaluates log I0 by a polynomial approximation (about 1e-7 relative)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_circular_sigma_tends_to_one_over_root_kappa_and_matches_samples():
+    big = torch.tensor([1e4], dtype=torch.float64)
+    assert torch.allclose(circular_sigma(big), big.rsqrt(), rtol=1e-3)
+    kappa = torch.tensor(3.0, dtype=torch.float64)
+    samples = VonMises(torch.tensor(0.0, dtype=torch.float64), kappa).sample((200_000,))
+    resultant = torch.cos(samples).mean()  # E[cos] = I1/I0 for a von Mises
+    assert abs(math.sqrt(-2 * math.log(resultant)) - circular_sigma(kappa).item()) < 0.01
+
+
+def test_temperatures_recover_a_known_overconfidence():
+    generator = torch.Generator().manual_seed(2)
+    z = torch.randn(20_000, 3, generator=generator, dtype=torch.float64) * torch.tensor(
+        [0.5, 1.0, 2.0]
+    )
+    temperature = fit_temperatures(z)
+    assert torch.allclose(
+        temperature, torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), rtol=0.03
+    )
+    calibrated = z / temperature
+    assert torch.allclose(
+        coverage(calibrated, level=0.68), torch.full((3,), 0.68, dtype=torch.float64), atol=0.01
+    )
+    assert torch.allclose(
+        coverage(calibrated, level=0.95), torch.full((3,), 0.95, dtype=torch.float64), atol=0.01
+    )
+
+
+def test_angle_errors_wrap_at_180_degrees():
+    posterior = decode(_raw(1))
+    true_pa = posterior.pa_deg + 180.0  # the same orientation
+    z = z_scores(posterior, posterior.mean, true_pa)
+    assert torch.allclose(z, torch.zeros_like(z), atol=1e-6)
