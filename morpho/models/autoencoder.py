@@ -149,11 +149,3 @@ class AutoencoderModule(MorphoModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "test")

@@ -30,7 +30,9 @@ class MorphoModule(LightningModule):
       networks and preprocessor, and the morpho version, so that
       :func:`morpho.models.load_model` can rebuild it without any config.
 
-    Subclasses set ``kind`` and list their network attributes in ``net_names``.
+    Subclasses set ``kind``, list their network attributes in ``net_names`` and
+    implement ``_shared_step(batch, stage)``, which serves training, validation and
+    test (``stage`` is ``"train"``, ``"val"`` or ``"test"``) and returns the loss.
     """
 
     kind: ClassVar[str] = ""
@@ -59,6 +61,18 @@ class MorphoModule(LightningModule):
                 "morpho GalaxyDataModule (which fits one on the training split)"
             )
         self.preprocessor = copy.deepcopy(datamodule.preprocessor)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _shared_step")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

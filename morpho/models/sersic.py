@@ -249,14 +249,6 @@ class SersicModule(MorphoModule):
                 self.log(f"test/coverage{level}", value, **log)
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         """Fit the temperatures on this epoch's validation predictions (all ranks)."""

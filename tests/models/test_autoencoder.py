@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import lightning as L
 import pytest
 import torch
 
@@ -15,6 +14,7 @@ from morpho.data.stretches import ArcsinhStretch
 from morpho.data.views import NuisanceViews
 from morpho.models import AutoencoderModule, load_model
 from morpho.nets import ConvDecoder, ConvEncoder, Projector
+from tests.models.lightning_helpers import LossRecorder, cpu_trainer
 
 TINY = {"image_size": 32, "channels": [8, 16], "embedding_dim": 8}
 
@@ -38,32 +38,11 @@ def _datamodule(path) -> GalaxyDataModule:
     )
 
 
-class _Losses(L.Callback):
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.values.append(float(outputs["loss"]))
-
-
-def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = {
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-        "log_every_n_steps": 1,
-        **kwargs,
-    }
-    return L.Trainer(**options)
-
-
 def test_loss_falls_while_training(simulated_file, tmp_path):
     torch.manual_seed(0)
-    losses = _Losses()
+    losses = LossRecorder()
     model = _model(views=None, projector=None)
-    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[losses], enable_checkpointing=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=5, callbacks=[losses], enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(simulated_file))
     first, last = sum(losses.values[:3]) / 3, sum(losses.values[-3:]) / 3
     assert last < 0.8 * first
@@ -72,7 +51,7 @@ def test_loss_falls_while_training(simulated_file, tmp_path):
 def test_checkpoint_round_trip_gives_identical_embeddings(simulated_file, tmp_path):
     torch.manual_seed(0)
     model = _model()
-    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    trainer = cpu_trainer(tmp_path, max_steps=3, limit_val_batches=1)
     dm = _datamodule(simulated_file)
     trainer.fit(model, datamodule=dm)
     path = tmp_path / "model.ckpt"

@@ -16,6 +16,7 @@ from morpho.models import SersicModule, load_model
 from morpho.models.sersic import DEFAULT_COLUMNS
 from morpho.nets import FastEncoder, SersicHead
 from morpho.sersic.predict import check_signal, fit_dataset
+from tests.models.lightning_helpers import LossRecorder, cpu_trainer
 
 CHANNELS = [8, 16, 32]  # 32x32 -> 4x4 feature maps of 32 channels
 
@@ -45,27 +46,6 @@ def _datamodule(path) -> GalaxyDataModule:
     )
 
 
-class _Losses(L.Callback):
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.values.append(float(outputs["loss"]))
-
-
-def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = {
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-        "log_every_n_steps": 1,
-        **kwargs,
-    }
-    return L.Trainer(**options)
-
-
 def _images(path, n: int = 8) -> torch.Tensor:
     dm = _datamodule(path)
     dataset = dm.dataset("all")
@@ -74,9 +54,9 @@ def _images(path, n: int = 8) -> torch.Tensor:
 
 def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
     L.seed_everything(0)
-    losses = _Losses()
+    losses = LossRecorder()
     model = _model()
-    trainer = _trainer(tmp_path, max_epochs=6, callbacks=[losses], enable_checkpointing=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=6, callbacks=[losses], enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(sersic_file))
     first, last = sum(losses.values[:4]) / 4, sum(losses.values[-4:]) / 4
     assert last < first - 0.5, losses.values
@@ -106,7 +86,7 @@ def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file):
 
 def test_checkpoint_round_trip_and_wrong_kind(sersic_file, tmp_path):
     model = _model()
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
     trainer.fit(model, datamodule=_datamodule(sersic_file))
     path = tmp_path / "sersic.ckpt"
     trainer.save_checkpoint(path)
@@ -171,7 +151,7 @@ def test_encoder_starts_from_an_autoencoder_checkpoint(tmp_path):
 
 def test_folded_and_bfloat16_inference_agree_with_training_graph(sersic_file, tmp_path):
     model = _model()
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, enable_checkpointing=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=3, enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(sersic_file))  # BatchNorm statistics move
     model.eval()
     images = _images(sersic_file, n=16)
