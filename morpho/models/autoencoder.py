@@ -148,4 +148,3 @@ class AutoencoderModule(MorphoModule):
             self.log_dict(terms, **log)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         return loss
-
