@@ -167,3 +167,17 @@ def test_folded_and_bfloat16_inference_agree_with_training_graph(sersic_file, tm
     with torch.no_grad():
         model.encoder.body[0][0].weight.mul_(2)  # a changed weight: folded again
     assert model._encoder_for_mode() is not folded
+
+
+def test_inputs_outside_the_training_ranges_are_flagged(sersic_file, tmp_path):
+    model = _model()
+    trainer = cpu_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(model, datamodule=_datamodule(sersic_file))
+    model.eval()
+    images = _images(sersic_file, n=16)
+    seen = model.predict(images, torch.full((16,), 4.0))  # FWHM of 0.6-1.0" at 0.2"/pixel
+    assert seen["out_of_range"].float().mean() < 0.5
+    wide_psf = model.predict(images, torch.full((16,), 30.0))
+    assert wide_psf["out_of_range"].all()
+    predictor = model.predictor()
+    assert torch.equal(predictor(images, torch.full((16,), 4.0))["n"], seen["n"])
