@@ -183,10 +183,25 @@ def test_train_sersic_then_fit(tmp_path):
     assert len(Table.read(tmp_path / "fit" / "sersic.fits")) == 80
     for picture in ("residuals.png", "predicted_vs_true.png"):
         assert (tmp_path / "fit" / picture).stat().st_size > 1000, picture
-    # A PSF file that is not normalised is refused, naming the file.
+    # One PSF image for every galaxy, from a FITS file; a file that is not normalised
+    # is refused, naming the file.
     import numpy as np
     from astropy.io import fits
 
+    from morpho.sersic import gaussian_psf
+
+    fits.PrimaryHDU(gaussian_psf(4.0, size=25)).writeto(tmp_path / "psf.fits")
+    with_psf = _run(
+        "morpho-fit",
+        *tiny,
+        f"ckpt_path={checkpoint}",
+        "psf_file=psf.fits",
+        "split=test",
+        "output_dir=fit_psf",
+        cwd=tmp_path,
+    )
+    assert with_psf.returncode == 0, with_psf.stderr[-3000:]
+    assert len(pd.read_parquet(tmp_path / "fit_psf" / "sersic.parquet")) == 8
     fits.PrimaryHDU(np.full((5, 5), 0.1)).writeto(tmp_path / "bad_psf.fits")
     bad = _run(
         "morpho-fit", *tiny, f"ckpt_path={checkpoint}", "psf_file=bad_psf.fits", cwd=tmp_path
