@@ -62,12 +62,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test") and not trainer.fast_dev_run:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    last = checkpoint.last_model_path if checkpoint is not None else ""
+    last = _latest_checkpoint(trainer)
     if best:
         log.info("Best checkpoint: %s", best)
     if last:
         log.info("Last checkpoint: %s", last)
     return {"metrics": metrics, "best_checkpoint": best or None, "last_checkpoint": last or None}
+
+
+def _latest_checkpoint(trainer: L.Trainer) -> str:
+    """Path of the checkpoint of the latest epoch: a monitor-free ModelCheckpoint's, else last."""
+    latest = ""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is None and callback.best_model_path:
+            return callback.best_model_path
+        latest = latest or callback.last_model_path
+    return latest
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")

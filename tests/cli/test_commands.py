@@ -149,7 +149,7 @@ def test_train_sersic_then_fit(tmp_path):
         "experiment=sersic",
         *tiny,
         "data.num_workers=0",
-        "trainer.max_epochs=1",
+        "trainer.max_epochs=2",
         "model.encoder.channels=[4,8,16]",
         "model.head.in_dim=256",
         "callbacks.progress_bar=null",
@@ -158,6 +158,9 @@ def test_train_sersic_then_fit(tmp_path):
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    from morpho.models import read_checkpoint
+
+    assert read_checkpoint(checkpoint)["epoch"] == 1  # the final epoch, whatever val/loss did
     fitted = _run(
         "morpho-fit",
         *tiny,
