@@ -4,8 +4,9 @@ Per batch of flux images with catalog columns ``(F, r_e [pix], n, q, PA [deg],
 PSF FWHM)``: :class:`morpho.sersic.inputs.SersicInputs` scales each image by its
 noise σ and turns it to its canonical orientation; the encoder and head give a
 posterior (:mod:`morpho.sersic.likelihood`) whose negative log-likelihood is the
-loss. After every validation epoch one temperature per parameter is fitted on
-the validation split so that the 68% and 95% intervals hold what they claim; the
+loss. After every validation epoch one temperature per parameter and per bin of
+the stamp's S/N is fitted on the validation split so that the 68% and 95%
+intervals hold what they claim, faint and bright galaxies alike; the
 temperatures are saved with the weights they were fitted for.
 """
 
@@ -26,7 +27,7 @@ from morpho.sersic.likelihood import (
     circular_sigma,
     coverage,
     decode,
-    fit_temperatures,
+    fit_binned_temperatures,
     negative_log_likelihood,
     z_scores,
 )
@@ -71,6 +72,8 @@ class SersicModule(MorphoModule):
         Arcsec per pixel, for the PSF column and the r_e in arcsec.
     beta : float
         β-NLL exponent (see :func:`morpho.sersic.likelihood.negative_log_likelihood`).
+    calibration_bins : int
+        Quantile bins of the stamp S/N, each with its own temperatures.
     encoder_checkpoint : str, optional
         An autoencoder checkpoint whose encoder weights start the encoder (its
         architecture must match); None trains from scratch.
@@ -94,6 +97,7 @@ class SersicModule(MorphoModule):
         psf_fwhm_unit: str = "arcsec",
         pixel_scale: float = 0.2,
         beta: float = 0.5,
+        calibration_bins: int = 4,
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
     ) -> None:
@@ -116,7 +120,8 @@ class SersicModule(MorphoModule):
         self.inputs = inputs if inputs is not None else SersicInputs()
         if freeze_encoder:
             self.encoder.requires_grad_(False)
-        self.register_buffer("temperature", torch.ones(len(PARAMETERS)))
+        self.register_buffer("temperature", torch.ones(calibration_bins, len(PARAMETERS)))
+        self.register_buffer("temperature_edges", torch.zeros(calibration_bins - 1))
         # Training ranges, rows min/max: the input features, then the 4 transformed targets.
         width = N_FEATURES + 4
         self.register_buffer("train_range", torch.tensor([[math.inf] * width, [-math.inf] * width]))
@@ -193,7 +198,8 @@ class SersicModule(MorphoModule):
             what the model saw in training).
         """
         posterior, batch = self(images, psf_fwhm_pix, bf16=bf16)
-        mean, sigma = posterior.mean, posterior.sigma * self.temperature[:4]
+        temperature = self._temperatures(batch.features)
+        mean, sigma = posterior.mean, posterior.sigma * temperature[:, :4]
         mean = mean.clone()
         mean[:, 0] = mean[:, 0] + batch.log_sigma
         out: dict[str, Tensor] = {}
@@ -210,7 +216,7 @@ class SersicModule(MorphoModule):
         out["r_e_arcsec_err"] = out["r_e_pix_err"] * self.hparams.pixel_scale
         out["q"], out["q_err"] = mean[:, 3], sigma[:, 3]
         out["pa_deg"] = pa_from_canonical(posterior.pa_deg, batch.pose)
-        out["pa_deg_err"] = torch.rad2deg(self.temperature[4] * circular_sigma(posterior.kappa)) / 2
+        out["pa_deg_err"] = torch.rad2deg(temperature[:, 4] * circular_sigma(posterior.kappa)) / 2
         observed = torch.cat([batch.features, posterior.mean], dim=1)
         low, high = self.train_range
         out["out_of_range"] = ((observed < low) | (observed > high)).any(dim=1)
@@ -227,6 +233,11 @@ class SersicModule(MorphoModule):
         return torch.compile(function, dynamic=False) if compile else function
 
     # -- training ----------------------------------------------------------------------
+    def _temperatures(self, features: Tensor) -> Tensor:
+        """(N, 5) temperatures of each galaxy, by the bin of its stamp S/N (features[:, 1])."""
+        bins = torch.bucketize(features[:, 1].contiguous(), self.temperature_edges)
+        return self.temperature[bins]
+
     def _targets(self, columns: Tensor, log_sigma: Tensor, pose) -> tuple[Tensor, Tensor]:
         flux, r_e, n, q, pa = columns[:, :5].unbind(dim=1)
         targets = torch.stack([flux.log() - log_sigma, r_e.log(), n.log(), q], dim=1)
@@ -252,9 +263,9 @@ class SersicModule(MorphoModule):
         )
         z = z_scores(posterior, targets, pa)
         if stage == "val":
-            self._val_z.append(z.detach())
+            self._val_z.append(torch.cat([z, inputs.features[:, 1:2]], dim=1).detach())
         else:
-            calibrated = z / self.temperature
+            calibrated = z / self._temperatures(inputs.features)
             for level in (68, 95):
                 value = coverage(calibrated, level=level / 100).mean()
                 self.log(f"test/coverage{level}", value, **log)
@@ -268,11 +279,14 @@ class SersicModule(MorphoModule):
         self._val_z.clear()
         if self.trainer.world_size > 1:
             z = self.all_gather(z).flatten(0, 1)
-        z = z[torch.isfinite(z).all(dim=1)]
+        z = z[torch.isfinite(z).all(dim=1)].float().cpu()
         if len(z) == 0:
             return
-        self.temperature.copy_(fit_temperatures(z.float().cpu()).to(self.temperature))
-        calibrated = z / self.temperature
+        z, key = z[:, :-1], z[:, -1].contiguous()
+        edges, temperature = fit_binned_temperatures(z, key, n_bins=len(self.temperature))
+        self.temperature_edges.copy_(edges)
+        self.temperature.copy_(temperature)
+        calibrated = z / temperature[torch.bucketize(key, edges)]
         self.log("val/coverage68", coverage(calibrated, level=0.68).mean(), sync_dist=False)
         self.log("val/coverage95", coverage(calibrated, level=0.95).mean(), sync_dist=False)
 

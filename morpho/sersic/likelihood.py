@@ -32,6 +32,7 @@ __all__ = [
     "circular_sigma",
     "coverage",
     "decode",
+    "fit_binned_temperatures",
     "fit_temperatures",
     "negative_log_likelihood",
     "z_scores",
@@ -190,3 +191,40 @@ def fit_temperatures(z: Tensor, *, levels: tuple[float, ...] = (0.68, 0.95)) -> 
         inside = (z.abs()[None] <= half_width * grid[:, None, None]).to(z.dtype).mean(dim=1)
         misses += (inside - level) ** 2
     return grid[misses.argmin(dim=0)]
+
+
+def fit_binned_temperatures(
+    z: Tensor, key: Tensor, *, n_bins: int, min_count: int = 200
+) -> tuple[Tensor, Tensor]:
+    """Temperatures per bin of a signal-to-noise ``key``: faint and bright galaxies apart.
+
+    A single temperature leaves the intervals too wide at high S/N and too narrow
+    at low S/N when the network's σ does not scale exactly with the noise; one per
+    quantile bin of ``key`` (e.g. the stamp's summed S/N) fixes both.
+
+    Parameters
+    ----------
+    z : (N, P) tensor
+        Standardised validation errors.
+    key : (N,) tensor
+        What to bin on.
+    n_bins : int
+        Quantile bins of ``key``.
+    min_count : int
+        A bin with fewer galaxies takes the temperatures fitted on all of them.
+
+    Returns
+    -------
+    edges : (n_bins - 1,) tensor
+        Inner bin edges (use with :func:`torch.bucketize`).
+    temperatures : (n_bins, P) tensor
+    """
+    everyone = fit_temperatures(z)
+    quantiles = torch.linspace(0, 1, n_bins + 1, dtype=key.dtype)[1:-1]
+    edges = torch.quantile(key, quantiles) if n_bins > 1 else key.new_zeros(0)
+    bins = torch.bucketize(key, edges)
+    rows = [
+        fit_temperatures(z[bins == b]) if (bins == b).sum() >= min_count else everyone
+        for b in range(n_bins)
+    ]
+    return edges, torch.stack(rows)

@@ -60,7 +60,9 @@ def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
     trainer.fit(model, datamodule=_datamodule(sersic_file))
     first, last = sum(losses.values[:4]) / 4, sum(losses.values[-4:]) / 4
     assert last < first - 0.5, losses.values
-    assert not torch.equal(model.temperature, torch.ones(5))  # fitted on the validation split
+    # Fitted on the validation split (too few galaxies per bin here: all bins alike).
+    assert model.temperature.shape == (4, 5)
+    assert not torch.equal(model.temperature, torch.ones(4, 5))
     assert torch.isfinite(model.train_range).all()
 
 

@@ -12,6 +12,7 @@ from morpho.sersic.likelihood import (
     circular_sigma,
     coverage,
     decode,
+    fit_binned_temperatures,
     fit_temperatures,
     negative_log_likelihood,
     z_scores,
@@ -76,6 +77,19 @@ def test_temperatures_recover_a_known_overconfidence():
     assert torch.allclose(
         coverage(calibrated, level=0.95), torch.full((3,), 0.95, dtype=torch.float64), atol=0.01
     )
+
+
+def test_binned_temperatures_follow_each_bin():
+    generator = torch.Generator().manual_seed(3)
+    key = torch.rand(40_000, generator=generator, dtype=torch.float64)
+    scale = torch.where(key < 0.5, 0.5, 2.0)[:, None]  # overconfident at one end only
+    z = torch.randn(40_000, 2, generator=generator, dtype=torch.float64) * scale
+    edges, temperatures = fit_binned_temperatures(z, key, n_bins=4)
+    assert torch.allclose(edges, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), atol=0.01)
+    expected = torch.tensor([[0.5, 0.5], [0.5, 0.5], [2.0, 2.0], [2.0, 2.0]], dtype=torch.float64)
+    assert torch.allclose(temperatures, expected, rtol=0.05)
+    few = fit_binned_temperatures(z[:300], key[:300], n_bins=4)[1]
+    assert torch.allclose(few, fit_temperatures(z[:300]).expand(4, 2))  # too few per bin
 
 
 def test_angle_errors_wrap_at_180_degrees():
