@@ -91,5 +91,11 @@ def load_model(path: str | os.PathLike, *, kind: str | None = None) -> MorphoMod
     nets = {name: build_from_config(config) for name, config in record["nets"].items()}
     hparams = checkpoint.get("hyper_parameters", {})
     model = cls(**nets, preprocessor=_preprocessor(record["preprocessor"]), **hparams)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise DataError(
+            f"{path}: its weights do not fit a {record['kind']!r} model of this morpho "
+            f"version (the checkpoint was written by morpho {record.get('version', '?')}): {err}"
+        ) from err
     return model.eval()

@@ -100,6 +100,11 @@ def test_checkpoint_round_trip_and_wrong_kind(sersic_file, tmp_path):
         assert torch.equal(got[key], value), key
     with pytest.raises(DataError, match="holds a morpho 'sersic' model, but a 'autoencoder'"):
         load_model(path, kind="autoencoder")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["temperature"] = torch.ones(5)  # as an older morpho wrote it
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(DataError, match="old.ckpt: its weights do not fit a 'sersic' model"):
+        load_model(tmp_path / "old.ckpt")
 
 
 def test_table_has_one_row_per_galaxy_and_sky_is_refused(sersic_file):
