@@ -103,7 +103,7 @@ def test_checkpoint_round_trip_and_wrong_kind(sersic_file, tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["state_dict"]["temperature"] = torch.ones(5)  # as an older morpho wrote it
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    with pytest.raises(DataError, match="old.ckpt: its weights do not fit a 'sersic' model"):
+    with pytest.raises(DataError, match=r"old\.ckpt: its weights do not fit a 'sersic' model"):
         load_model(tmp_path / "old.ckpt")
 
 
