@@ -32,6 +32,11 @@ class FastEncoder(nn.Module):
     flattened, so position within the stamp is kept. With the defaults at 64×64
     it costs about 13 MFLOP per image.
 
+    An optional core branch sees the central ``core_size × core_size`` pixels at
+    full resolution (a stride-1 3×3 convolution, then a strided one), where the
+    stem's first halving would blur the cusp that sets a Sérsic index; its
+    flattened features are appended.
+
     Parameters
     ----------
     in_channels : int
@@ -40,6 +45,10 @@ class FastEncoder(nn.Module):
         Side S in pixels, divisible by ``2 ** (len(channels))``.
     channels : sequence of int
         Width of the stem, then of each further stage.
+    core_size : int
+        Side of the central crop of the core branch (even, at most S); 0: no branch.
+    core_channels : (int, int)
+        Widths of the core branch's two convolutions.
     """
 
     @remember_init
@@ -48,6 +57,8 @@ class FastEncoder(nn.Module):
         in_channels: int = 1,
         image_size: int = 64,
         channels: Sequence[int] = (12, 24, 48, 96),
+        core_size: int = 0,
+        core_channels: Sequence[int] = (16, 32),
     ) -> None:
         super().__init__()
         channels = list(channels)
@@ -57,39 +68,77 @@ class FastEncoder(nn.Module):
                 f"image_size {image_size} must be divisible by 2**{len(channels)} "
                 "(one halving per stage)"
             )
+        if core_size < 0 or core_size % 2 or core_size > image_size:
+            raise ValueError(f"core_size must be even and in [0, {image_size}], got {core_size}")
         layers = [_conv(in_channels, channels[0], stride=2, kernel=5)]
         for a, b in itertools.pairwise(channels):
             layers += [_conv(a, b, stride=2), _conv(b, b)]
         self.body = nn.Sequential(*layers)
+        self.core_start = (image_size - core_size) // 2
+        self.core_size = core_size
+        self.core = None
         self.out_dim = channels[-1] * side * side
+        if core_size:
+            first, second = core_channels
+            self.core = nn.Sequential(_conv(in_channels, first), _conv(first, second, stride=2))
+            self.out_dim += second * (core_size // 2) ** 2
+
+    def _crop(self, x: Tensor) -> Tensor:
+        start, stop = self.core_start, self.core_start + self.core_size
+        return x[..., start:stop, start:stop]
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.flatten(self.body(x), 1)
+        features = torch.flatten(self.body(x), 1)
+        if self.core is None:
+            return features
+        return torch.cat([features, torch.flatten(self.core(self._crop(x)), 1)], dim=1)
 
     @torch.no_grad()
-    def fused(self) -> nn.Sequential:
+    def fused(self) -> nn.Module:
         """An inference-only copy with every BatchNorm folded into its convolution.
 
         ``w' = w γ / sqrt(v + ε)`` and ``b' = β - μ γ / sqrt(v + ε)`` with the running
         mean μ and variance v: the same function in eval mode, one pass fewer.
         """
-        layers: list[nn.Module] = []
-        for conv, norm, _ in self.body:
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            folded = nn.Conv2d(
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                conv.stride,
-                conv.padding,
-                bias=True,
-                device=conv.weight.device,
-                dtype=conv.weight.dtype,
-            )
-            folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-            folded.bias.copy_(norm.bias - norm.running_mean * scale)
-            layers += [folded, nn.ReLU(inplace=True)]
-        return nn.Sequential(*layers, nn.Flatten()).eval()
+        core = None if self.core is None else _folded(self.core)
+        return _FusedEncoder(_folded(self.body), core, self.core_start, self.core_size).eval()
+
+
+@torch.no_grad()
+def _folded(blocks: nn.Sequential) -> nn.Sequential:
+    """``(conv, BatchNorm, ReLU)`` blocks as ``(conv with bias, ReLU)``, in eval mode."""
+    layers: list[nn.Module] = []
+    for conv, norm, _ in blocks:
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        folded = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            bias=True,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        folded.bias.copy_(norm.bias - norm.running_mean * scale)
+        layers += [folded, nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class _FusedEncoder(nn.Module):
+    """What :meth:`FastEncoder.fused` returns: the folded body and core branch."""
+
+    def __init__(self, body: nn.Module, core: nn.Module | None, start: int, size: int) -> None:
+        super().__init__()
+        self.body, self.core, self.start, self.size = body, core, start, size
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = torch.flatten(self.body(x), 1)
+        if self.core is None:
+            return features
+        crop = x[..., self.start : self.start + self.size, self.start : self.start + self.size]
+        return torch.cat([features, torch.flatten(self.core(crop), 1)], dim=1)
 
 
 class SersicHead(nn.Module):

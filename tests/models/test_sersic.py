@@ -30,7 +30,8 @@ def sersic_file(tmp_path_factory):
 
 
 def _model(**kwargs) -> SersicModule:
-    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
+    # With the full-resolution core branch, so that every test covers it too.
+    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, core_size=8)
     head = SersicHead(in_dim=encoder.out_dim, hidden_dim=32)
     options = {"optimizer": functools.partial(torch.optim.Adam, lr=3e-3), **kwargs}
     return SersicModule(encoder, head, **options)
