@@ -9,18 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
-from morpho.nets.layers import ConvBlock, UpBlock
+from morpho.nets.layers import ConvBlock, UpBlock, side_after_halvings
 
 __all__ = ["ConvDecoder", "ConvEncoder", "Projector"]
-
-
-def _check_size(image_size: int, stages: int) -> int:
-    side = image_size // 2**stages
-    if side < 1 or side * 2**stages != image_size:
-        raise ValueError(
-            f"image_size {image_size} must be divisible by 2**{stages} (one halving per stage)"
-        )
-    return side
 
 
 class ConvEncoder(nn.Module):
@@ -50,7 +41,7 @@ class ConvEncoder(nn.Module):
         embedding_dim: int = 32,
     ) -> None:
         super().__init__()
-        side = _check_size(image_size, len(channels))
+        side = side_after_halvings(image_size, len(channels))
         widths = [in_channels, *channels]
         self.stages = nn.Sequential(
             *[ConvBlock(a, b, stride=2) for a, b in itertools.pairwise(widths)]
@@ -74,7 +65,7 @@ class ConvDecoder(nn.Module):
         embedding_dim: int = 32,
     ) -> None:
         super().__init__()
-        self.side = _check_size(image_size, len(channels))
+        self.side = side_after_halvings(image_size, len(channels))
         reversed_channels = list(channels)[::-1]
         self.top = reversed_channels[0]
         self.head = nn.Linear(embedding_dim, self.top * self.side * self.side)

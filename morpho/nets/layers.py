@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["ConvBlock", "UpBlock"]
+__all__ = ["ConvBlock", "UpBlock", "side_after_halvings"]
+
+
+def side_after_halvings(image_size: int, stages: int) -> int:
+    """Side of an ``image_size`` image after ``stages`` halvings; ValueError if not exact."""
+    side = image_size // 2**stages
+    if side < 1 or side * 2**stages != image_size:
+        raise ValueError(
+            f"image_size {image_size} must be divisible by 2**{stages} (one halving per stage)"
+        )
+    return side
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
+from morpho.nets.layers import side_after_halvings
 
 __all__ = ["FastEncoder", "SersicHead"]
 
@@ -62,12 +63,7 @@ class FastEncoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = list(channels)
-        side = image_size // 2 ** len(channels)
-        if side < 1 or side * 2 ** len(channels) != image_size:
-            raise ValueError(
-                f"image_size {image_size} must be divisible by 2**{len(channels)} "
-                "(one halving per stage)"
-            )
+        side = side_after_halvings(image_size, len(channels))
         if core_size < 0 or core_size % 2 or core_size > image_size:
             raise ValueError(f"core_size must be even and in [0, {image_size}], got {core_size}")
         layers = [_conv(in_channels, channels[0], stride=2, kernel=5)]
