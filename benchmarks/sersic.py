@@ -98,15 +98,16 @@ def _network(model, images, catalog, threads: int, *, bf16: bool, compile: bool)
     """
     torch.set_num_threads(threads)
     fwhm = model.psf_fwhm_pix(torch.as_tensor(catalog["psf_fwhm_arcsec"].to_numpy(np.float32)))
+    wings = torch.as_tensor(catalog["psf_wing_fraction"].to_numpy(np.float32))
     predict = model.predictor(bf16=bf16, compile=compile)
     batch = 1024
     starts = range(0, len(images), batch)
     warm = time.perf_counter()
     for i in [starts[0], starts[-1]] * 2:  # every batch shape, compiled (and cached) first
-        predict(images[i : i + batch], fwhm[i : i + batch])
+        predict(images[i : i + batch], fwhm[i : i + batch], wings[i : i + batch])
     warm_seconds = time.perf_counter() - warm
     start = time.perf_counter()
-    parts = [predict(images[i : i + batch], fwhm[i : i + batch]) for i in starts]
+    parts = [predict(*(t[i : i + batch] for t in (images, fwhm, wings))) for i in starts]
     seconds = time.perf_counter() - start
     table = pd.DataFrame({k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
     return table, len(images) / seconds, warm_seconds

@@ -24,8 +24,8 @@ from morpho.data.datamodule import GalaxyDataModule
 from morpho.data.errors import DataError
 from morpho.models import SersicModule, load_model
 from morpho.sersic.plots import model_image, save_predicted_vs_true, save_residuals
-from morpho.sersic.predict import fit_dataset, psf_fwhm_column
-from morpho.sersic.psf import check_psf, gaussian_psf, psf_fwhm
+from morpho.sersic.predict import fit_dataset, psf_columns
+from morpho.sersic.psf import check_psf, gaussian_psf, psf_fwhm, psf_wing_fraction
 from morpho.sersic.table import write_table
 
 __all__ = ["fit", "main"]
@@ -44,17 +44,18 @@ def _read_psf(path: str) -> np.ndarray:
 
 
 def _psf_for(cfg: DictConfig, dm: GalaxyDataModule, model: SersicModule):
-    """(FWHM in pixels: one value or one per source row, PSF image or None)."""
+    """(FWHM in pixels, wing fraction or None: each one value or one per source row, PSF image)."""
     if cfg.psf_file is not None:
         psf = _read_psf(cfg.psf_file)
-        return psf_fwhm(psf), psf
+        return psf_fwhm(psf), psf_wing_fraction(psf), psf
     if cfg.psf_fwhm_pix is not None:
         if not float(cfg.psf_fwhm_pix) > 0:
             raise DataError(
                 f"psf_fwhm_pix must be a positive number of pixels, got {cfg.psf_fwhm_pix}"
             )
-        return float(cfg.psf_fwhm_pix), None
-    return psf_fwhm_column(dm.source.catalog, model), None
+        return float(cfg.psf_fwhm_pix), None, None
+    fwhm, wings = psf_columns(dm.source.catalog, model)
+    return fwhm, wings, None
 
 
 def _stored_psf(dm: GalaxyDataModule, index: int) -> np.ndarray | None:
@@ -117,11 +118,12 @@ def fit(cfg: DictConfig) -> dict[str, Path]:
     dm: GalaxyDataModule = hydra.utils.instantiate(cfg.data)
     dm.prepare_data()
     dataset = dm.dataset(cfg.split)
-    fwhm, psf = _psf_for(cfg, dm, model)
+    fwhm, wings, psf = _psf_for(cfg, dm, model)
     table = fit_dataset(
         model,
         dataset,
         fwhm,
+        wings,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         min_detection_snr=cfg.min_detection_snr,

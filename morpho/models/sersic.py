@@ -36,7 +36,7 @@ from morpho.sersic.pose import pa_from_canonical, pa_to_canonical
 __all__ = ["DEFAULT_COLUMNS", "SersicModule"]
 
 #: Catalog columns of the simulated single-Sérsic data, in the order the module needs:
-#: total flux, r_e (pixels, major axis), n, q, PA (degrees), PSF FWHM.
+#: total flux, r_e (pixels, major axis), n, q, PA (degrees), PSF FWHM, PSF wing fraction.
 DEFAULT_COLUMNS = (
     "total_flux",
     "sersic_r_e_pix",
@@ -44,6 +44,7 @@ DEFAULT_COLUMNS = (
     "sersic_q",
     "sersic_pa_deg",
     "psf_fwhm_arcsec",
+    "psf_wing_fraction",
 )
 PSF_UNITS = ("arcsec", "pix")
 
@@ -57,15 +58,17 @@ class SersicModule(MorphoModule):
         ``(N, 1, S, S) -> (N, D)``, e.g. :class:`morpho.nets.FastEncoder` or the
         autoencoder's :class:`morpho.nets.ConvEncoder`.
     head : nn.Module
-        ``(N, D), (N, 5) -> (N, 11)``, e.g. :class:`morpho.nets.SersicHead`.
+        ``(N, D), (N, 6) -> (N, 11)``, e.g. :class:`morpho.nets.SersicHead`.
     inputs : SersicInputs, optional
         Image preparation (band, stretch); the defaults if None.
     optimizer, scheduler, preprocessor
         See :class:`MorphoModule`; no preprocessor is needed (the inputs module
         has no fitted state).
-    columns : sequence of 6 str
-        Catalog columns holding total flux, r_e (pixels), n, q, PA (degrees) and
-        the PSF FWHM; only the last is needed to predict.
+    columns : sequence of 6 or 7 str
+        Catalog columns holding total flux, r_e (pixels), n, q, PA (degrees), the
+        PSF FWHM and, optionally, the PSF's wing fraction
+        (:func:`morpho.sersic.psf.psf_wing_fraction`; a Gaussian PSF's when absent);
+        only the PSF columns are needed to predict.
     psf_fwhm_unit : {"arcsec", "pix"}
         Unit of the PSF column; arcsec are divided by ``pixel_scale``.
     pixel_scale : float
@@ -102,10 +105,11 @@ class SersicModule(MorphoModule):
         freeze_encoder: bool = False,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
-        if columns is None or len(columns) != 6:
+        if columns is None or len(columns) not in (6, 7):
             raise ValueError(
-                "columns must name 6 catalog columns: flux, r_e (pix), n, q, PA (deg), PSF FWHM; "
-                f"got {columns}. Train on data=simulated_sersic, or set data.columns"
+                "columns must name 6 or 7 catalog columns: flux, r_e (pix), n, q, PA (deg), "
+                f"PSF FWHM [, PSF wing fraction]; got {columns}. Train on "
+                "data=simulated_sersic, or set data.columns"
             )
         columns = [str(c) for c in columns]
         if psf_fwhm_unit not in PSF_UNITS:
@@ -149,14 +153,21 @@ class SersicModule(MorphoModule):
             return psf_column / self.hparams.pixel_scale
         return psf_column
 
-    def forward(self, images: Tensor, psf_fwhm_pix: Tensor, *, bf16: bool = False):
+    def forward(
+        self,
+        images: Tensor,
+        psf_fwhm_pix: Tensor,
+        psf_wings: Tensor | None = None,
+        *,
+        bf16: bool = False,
+    ):
         """Posterior of ``(N, C, S, S)`` flux images; returns ``(posterior, inputs batch)``.
 
         The posterior is in the canonical frame (see :mod:`morpho.sersic.pose`) and
         before temperatures; :meth:`predict` gives physical values. ``bf16`` runs
         the encoder in bfloat16 (autocast), the rest in float32.
         """
-        batch = self.inputs(images, psf_fwhm_pix)
+        batch = self.inputs(images, psf_fwhm_pix, psf_wings)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
             features = self._encoder_for_mode()(batch.image)
         raw = self.head(features.float(), batch.features)
@@ -179,9 +190,17 @@ class SersicModule(MorphoModule):
 
     @torch.no_grad()
     def predict(
-        self, images: Tensor, psf_fwhm_pix: Tensor, *, bf16: bool = False
+        self,
+        images: Tensor,
+        psf_fwhm_pix: Tensor,
+        psf_wings: Tensor | None = None,
+        *,
+        bf16: bool = False,
     ) -> dict[str, Tensor]:
         """Calibrated Sérsic parameters of ``(N, C, S, S)`` flux images.
+
+        ``psf_fwhm_pix`` (N,) are the PSFs' FWHM in pixels and ``psf_wings`` (N,)
+        their wing fractions (None: Gaussian PSFs).
 
         ``bf16=True`` runs the encoder in bfloat16: about twice as fast on CPUs with
         AVX-512 BF16 or AMX, at a cost in precision far below the errors (measured in
@@ -197,7 +216,7 @@ class SersicModule(MorphoModule):
             ``out_of_range`` (True where the input or the prediction lies outside
             what the model saw in training).
         """
-        posterior, batch = self(images, psf_fwhm_pix, bf16=bf16)
+        posterior, batch = self(images, psf_fwhm_pix, psf_wings, bf16=bf16)
         temperature = self._temperatures(batch.features)
         mean, sigma = posterior.mean, posterior.sigma * temperature[:, :4]
         mean = mean.clone()
@@ -223,7 +242,7 @@ class SersicModule(MorphoModule):
         return out
 
     def predictor(self, *, bf16: bool = False, compile: bool = False) -> Callable[..., dict]:
-        """:meth:`predict` as a function ``(images, psf_fwhm_pix) -> dict``, optionally compiled.
+        """:meth:`predict` as a function ``(images, psf_fwhm_pix[, psf_wings]) -> dict``.
 
         ``compile=True`` wraps it in :func:`torch.compile` (static shapes): a one-off
         cost of tens of seconds per batch shape, then the noise estimate, orientation
@@ -250,7 +269,8 @@ class SersicModule(MorphoModule):
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         columns = batch["columns"]
-        posterior, inputs = self(batch["image"], self.psf_fwhm_pix(columns[:, 5]))
+        wings = columns[:, 6] if columns.shape[1] > 6 else None
+        posterior, inputs = self(batch["image"], self.psf_fwhm_pix(columns[:, 5]), wings)
         targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
         loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
         log = {"batch_size": len(columns), "sync_dist": stage != "train"}

@@ -148,7 +148,7 @@ class SersicHead(nn.Module):
     in_dim : int
         Size of the encoder's feature vector.
     n_features : int
-        Scalars given beside the image (PSF FWHM, stamp S/N, moment shape).
+        Scalars given beside the image (PSF FWHM, stamp S/N, moment shape, PSF wings).
     hidden_dim : int
         Width of the hidden layer.
     out_dim : int
@@ -157,7 +157,7 @@ class SersicHead(nn.Module):
 
     @remember_init
     def __init__(
-        self, in_dim: int, n_features: int = 5, hidden_dim: int = 128, out_dim: int = 11
+        self, in_dim: int, n_features: int = 6, hidden_dim: int = 128, out_dim: int = 11
     ) -> None:
         super().__init__()
         self.in_dim = in_dim

@@ -6,10 +6,12 @@ the survey's zero-point or exposure time; the network predicts ``ln(F/σ)`` and 
 flux follows as ``σ · exp(...)``. The image is then turned to its canonical
 orientation (:mod:`morpho.sersic.pose`) and softened with ``sign(x) ln(1 + |x| / s)``
 (logarithmic for bright pixels like asinh, and twice as fast to compute).
-Five scalars go beside the image: ``ln`` of the PSF FWHM in pixels, the stamp's
-summed signal-to-noise (compressed by asinh), and the orientation-free shape
-measures of the weighted moments (two ellipticity components and a size, see
-:class:`morpho.sersic.pose.Pose`), strong first guesses of q and r_e.
+Six scalars go beside the image: ``ln`` of the PSF FWHM in pixels, the stamp's
+summed signal-to-noise (compressed by asinh), the orientation-free shape measures
+of the weighted moments (two ellipticity components and a size, see
+:class:`morpho.sersic.pose.Pose`), strong first guesses of q and r_e, and the
+PSF's wing fraction (:func:`morpho.sersic.psf.psf_wing_fraction`): Moffat wings
+mimic a higher Sérsic index, so the network must know them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
 from morpho.sersic.pose import Pose, canonical_pose
+from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 
 __all__ = ["N_FEATURES", "SersicInputBatch", "SersicInputs", "detection_snr"]
 
@@ -31,7 +34,7 @@ __all__ = ["N_FEATURES", "SersicInputBatch", "SersicInputs", "detection_snr"]
 _CLIPPED_MEAN_FACTOR = (1.0 - math.exp(-25.0 / math.pi)) / math.erf(5.0 / math.sqrt(math.pi))
 
 #: Scalars the network receives beside the image.
-N_FEATURES = 5
+N_FEATURES = 6
 
 
 @dataclass
@@ -42,8 +45,9 @@ class SersicInputBatch:
     ----------
     image : (N, 1, H, W) tensor
         Canonically oriented, ``sign(x) ln(1 + |x| / s)`` of the image in noise units.
-    features : (N, 5) tensor
-        ``ln(PSF FWHM / pixel)``, ``asinh(Σx / H)`` and the three ``pose.shape`` values.
+    features : (N, 6) tensor
+        ``ln(PSF FWHM / pixel)``, ``asinh(Σx / H)``, the three ``pose.shape`` values
+        and the PSF's wing fraction.
     log_sigma : (N,) tensor
         ln of the noise σ (flux units) each image was divided by.
     pose : Pose
@@ -140,8 +144,14 @@ class SersicInputs(nn.Module):
         floor = 1e-6 * band.amax(dim=(1, 2)).abs().clamp_min(1e-30)
         return torch.maximum(sigma, floor)
 
-    def forward(self, images: Tensor, psf_fwhm_pix: Tensor) -> SersicInputBatch:
-        """Prepare ``(N, C, H, W)`` flux images whose PSFs have FWHM ``(N,)`` pixels."""
+    def forward(
+        self, images: Tensor, psf_fwhm_pix: Tensor, psf_wings: Tensor | None = None
+    ) -> SersicInputBatch:
+        """Prepare ``(N, C, H, W)`` flux images whose PSFs have FWHM ``(N,)`` pixels.
+
+        ``psf_wings`` (N,) are the PSFs' wing fractions; None takes a Gaussian PSF's
+        (:data:`~morpho.sersic.psf.GAUSSIAN_WING_FRACTION`).
+        """
         if images.ndim != 4 or not 0 <= self.band < images.shape[1]:
             raise ValueError(
                 f"expected (N, C, H, W) images with band {self.band}, got {tuple(images.shape)}"
@@ -150,8 +160,16 @@ class SersicInputs(nn.Module):
         scaled = images[:, self.band : self.band + 1] / sigma[:, None, None, None]
         canonical, pose = canonical_pose(scaled, weight_sigma=self.weight_sigma)
         stamp_snr = scaled.sum(dim=(1, 2, 3)) / math.sqrt(scaled.shape[-1] * scaled.shape[-2])
+        if psf_wings is None:
+            psf_wings = torch.full_like(psf_fwhm_pix, GAUSSIAN_WING_FRACTION)
         features = torch.cat(
-            [torch.log(psf_fwhm_pix)[:, None], torch.asinh(stamp_snr)[:, None], pose.shape], dim=1
+            [
+                torch.log(psf_fwhm_pix)[:, None],
+                torch.asinh(stamp_snr)[:, None],
+                pose.shape,
+                psf_wings[:, None].to(pose.shape),
+            ],
+            dim=1,
         )
         return SersicInputBatch(
             image=canonical.abs().mul_(1 / self.stretch_scale).log1p_().copysign_(canonical),

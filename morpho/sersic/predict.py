@@ -13,7 +13,7 @@ from morpho.data.errors import DataError
 from morpho.models.sersic import SersicModule
 from morpho.sersic.inputs import detection_snr
 
-__all__ = ["TABLE_COLUMNS", "check_signal", "fit_dataset", "psf_fwhm_column"]
+__all__ = ["TABLE_COLUMNS", "check_signal", "fit_dataset", "psf_columns"]
 
 #: Columns of the table :func:`fit_dataset` returns, after ``id``.
 TABLE_COLUMNS = (
@@ -75,24 +75,42 @@ def check_signal(
     return snr
 
 
-def psf_fwhm_column(catalog: pd.DataFrame, model: SersicModule) -> np.ndarray:
-    """Per-galaxy PSF FWHM in pixels from the catalog column the model was trained with."""
-    column = model.hparams.columns[5]
-    if column not in catalog.columns:
+def psf_columns(catalog: pd.DataFrame, model: SersicModule) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-galaxy PSF FWHM (pixels) and wing fraction from the catalog columns the model knows.
+
+    The wing fraction is None when the model was trained without one.
+    """
+    names = list(model.hparams.columns[5:])
+    missing = [name for name in names if name not in catalog.columns]
+    if missing:
         raise DataError(
-            f"the catalog has no PSF column {column!r} (the model reads the PSF FWHM there); "
-            "give psf_fwhm_pix= or psf_file= instead"
+            f"the catalog has no PSF column {missing} (the model reads the PSF there); "
+            "give psf_file= (or psf_fwhm_pix= for a Gaussian PSF) instead"
         )
-    values = model.psf_fwhm_pix(torch.tensor(catalog[column].to_numpy(np.float64)))
-    if not torch.isfinite(values).all() or (values <= 0).any():
-        raise DataError(f"catalog column {column!r} holds PSF FWHMs that are not positive numbers")
-    return values.numpy()
+    fwhm = model.psf_fwhm_pix(torch.tensor(catalog[names[0]].to_numpy(np.float64)))
+    if not torch.isfinite(fwhm).all() or (fwhm <= 0).any():
+        raise DataError(f"catalog column {names[0]!r} holds PSF FWHMs that are not positive")
+    if len(names) == 1:
+        return fwhm.numpy(), None
+    wings = catalog[names[1]].to_numpy(np.float64)
+    if not np.all((wings >= 0) & (wings <= 1)):
+        raise DataError(f"catalog column {names[1]!r} holds PSF wing fractions outside [0, 1]")
+    return fwhm.numpy(), wings
+
+
+def _per_galaxy(values, rows: torch.Tensor, n: int) -> torch.Tensor | None:
+    """One value per galaxy of a batch from a scalar or a per-source-row array."""
+    if values is None:
+        return None
+    values = torch.as_tensor(np.atleast_1d(np.asarray(values, dtype=np.float32)))
+    return values.expand(n) if len(values) == 1 else values[rows]
 
 
 def fit_dataset(
     model: SersicModule,
     dataset: Dataset,
     psf_fwhm_pix: np.ndarray | float,
+    psf_wings: np.ndarray | float | None = None,
     *,
     batch_size: int = 512,
     num_workers: int = 0,
@@ -111,6 +129,8 @@ def fit_dataset(
         :class:`morpho.data.GalaxyDataset` or a split of it.
     psf_fwhm_pix : float or (N_source,) array
         PSF FWHM in pixels: one value for all galaxies, or one per source row.
+    psf_wings : float or (N_source,) array, optional
+        PSF wing fractions, likewise; None for Gaussian PSFs.
     batch_size, num_workers
         DataLoader settings.
     min_detection_snr : float
@@ -125,13 +145,13 @@ def fit_dataset(
         ``id``, then :data:`TABLE_COLUMNS` (see :meth:`SersicModule.predict` for units).
     """
     model.eval()
-    fwhm = torch.as_tensor(np.atleast_1d(np.asarray(psf_fwhm_pix, dtype=np.float32)))
     parts = []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         images = batch["image"].to(model.device)
         check_signal(images, model, batch["id"], min_snr=min_detection_snr)
-        psf = fwhm.expand(len(images)) if len(fwhm) == 1 else fwhm[batch["index"]]
-        predicted = model.predict(images, psf.to(images))
+        fwhm = _per_galaxy(psf_fwhm_pix, batch["index"], len(images)).to(images)
+        wings = _per_galaxy(psf_wings, batch["index"], len(images))
+        predicted = model.predict(images, fwhm, None if wings is None else wings.to(images))
         part = {name: predicted[name].cpu().numpy() for name in TABLE_COLUMNS}
         parts.append(pd.DataFrame({"id": list(batch["id"]), **part}))
     if not parts:

@@ -13,7 +13,14 @@ from scipy.special import erf
 
 from morpho.data.errors import DataError
 
-__all__ = ["check_psf", "gaussian_psf", "psf_fwhm", "subsample_psf"]
+__all__ = [
+    "GAUSSIAN_WING_FRACTION",
+    "check_psf",
+    "gaussian_psf",
+    "psf_fwhm",
+    "psf_wing_fraction",
+    "subsample_psf",
+]
 
 #: Largest accepted relative deviation of the PSF's sum from 1.
 SUM_TOLERANCE = 1e-3
@@ -140,6 +147,38 @@ def psf_fwhm(psf: np.ndarray, *, oversample: int = 8) -> float:
     values = _spline(array)(fine, fine)
     area = np.count_nonzero(values >= 0.5 * values.max()) / oversample**2
     return float(2.0 * np.sqrt(area / np.pi))
+
+
+#: Fraction of a circular Gaussian's flux beyond one FWHM from its centre: exp(-4 ln 2).
+GAUSSIAN_WING_FRACTION = 1.0 / 16.0
+
+
+def psf_wing_fraction(psf: np.ndarray) -> float:
+    """Fraction of a PSF's flux beyond one FWHM from its centre: how heavy its wings are.
+
+    A circular Gaussian has exp(-4 ln 2) = 1/16 (a little more once pixelated); a
+    Moffat profile more, the more so the smaller its β (about 0.2 for β = 2.5). The
+    FWHM is measured with :func:`psf_fwhm` on the central 15 × 15 pixels; the flux is
+    summed over pixels whose centres lie beyond it.
+
+    Parameters
+    ----------
+    psf : (P, P) array
+        PSF image, centred, odd side (validated by :func:`check_psf`).
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    array = np.asarray(psf, dtype=np.float64)
+    centre = (array.shape[0] - 1) // 2
+    half = min(7, centre)
+    core = array[centre - half : centre + half + 1, centre - half : centre + half + 1]
+    fwhm = psf_fwhm(core, oversample=4)
+    y, x = np.indices(array.shape) - centre
+    outside = np.hypot(x, y) > fwhm
+    return float(array[outside].sum() / array.sum())
 
 
 def subsample_psf(psf: np.ndarray, oversample: int) -> np.ndarray:

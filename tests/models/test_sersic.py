@@ -16,6 +16,7 @@ from morpho.models import SersicModule, load_model
 from morpho.models.sersic import DEFAULT_COLUMNS
 from morpho.nets import FastEncoder, SersicHead
 from morpho.sersic.predict import check_signal, fit_dataset
+from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from tests.models.lightning_helpers import LossRecorder, cpu_trainer
 
 CHANNELS = [8, 16, 32]  # 32x32 -> 4x4 feature maps of 32 channels
@@ -189,3 +190,5 @@ def test_inputs_outside_the_training_ranges_are_flagged(sersic_file, tmp_path):
     assert wide_psf["out_of_range"].all()
     predictor = model.predictor()
     assert torch.equal(predictor(images, torch.full((16,), 4.0))["n"], seen["n"])
+    gaussian = torch.full((16,), GAUSSIAN_WING_FRACTION)
+    assert torch.equal(model.predict(images, torch.full((16,), 4.0), gaussian)["n"], seen["n"])

@@ -81,3 +81,18 @@ def test_subsampled_psf_conserves_flux_in_every_phase(oversample):
         kernel[::oversample, ::oversample], _moffat() / oversample**2, rtol=1e-3, atol=1e-9
     )
     assert np.argmax(kernel) == np.ravel_multi_index((centre, centre), kernel.shape)
+
+
+def test_wing_fraction_tells_gaussian_from_moffat_psfs():
+    import galsim
+
+    from morpho.sersic.psf import GAUSSIAN_WING_FRACTION, psf_wing_fraction
+
+    def drawn(profile):
+        image = profile.drawImage(nx=51, ny=51, scale=0.2).array
+        return image / image.sum()
+
+    gaussian = psf_wing_fraction(drawn(galsim.Gaussian(fwhm=1.0)))
+    assert abs(gaussian - GAUSSIAN_WING_FRACTION) < 0.01  # exp(-4 ln 2), pixelated
+    wings = [psf_wing_fraction(drawn(galsim.Moffat(beta=b, fwhm=0.8))) for b in (4.5, 3.0, 2.5)]
+    assert gaussian + 0.08 < wings[0] < wings[1] < wings[2]  # heavier as β falls

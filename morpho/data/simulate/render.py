@@ -23,6 +23,7 @@ import numpy as np
 from morpho.data.simulate.components import GSPARAMS, Component
 from morpho.data.simulate.morphologies import SAMPLERS, sample_single_sersic
 from morpho.data.simulate.spec import SimulationSpec
+from morpho.sersic.psf import psf_wing_fraction
 
 __all__ = ["RenderedGalaxy", "draw_psf", "half_light_radius", "render_galaxy"]
 
@@ -134,6 +135,7 @@ def render_galaxy(spec: SimulationSpec, index: int, seed: int) -> RenderedGalaxy
         **extra,
     }
     truth["half_light_radius_pix"] = half_light_radius(noiseless[0], centre + offset)
+    truth["psf_wing_fraction"] = psf_wing_fraction(psf_stack[0])
     for b, band in enumerate(spec.bands):
         truth[f"flux_{band}"] = flux * sum(
             c.fraction * spec.colours[c.population][b] for c in comps

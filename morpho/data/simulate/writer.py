@@ -38,7 +38,7 @@ __all__ = ["SIMULATION_FORMAT", "simulate_to_hdf5"]
 
 #: File format and simulator revision: bumped whenever the layout or the way galaxies
 #: are drawn changes, so that a file made by an older simulator is not silently reused.
-SIMULATION_FORMAT = "morpho-simulated-galaxies/2"
+SIMULATION_FORMAT = "morpho-simulated-galaxies/3"
 
 
 def _render_chunk(args: tuple[SimulationSpec, int, int, int]):
