@@ -22,6 +22,7 @@ from morpho.cli._common import report_user_errors
 from morpho.config import config_dir
 from morpho.data.datamodule import GalaxyDataModule
 from morpho.data.errors import DataError
+from morpho.data.sources import HDF5Source
 from morpho.models import SersicModule, load_model
 from morpho.sersic.plots import model_image, save_predicted_vs_true, save_residuals
 from morpho.sersic.predict import fit_dataset, psf_columns
@@ -60,11 +61,10 @@ def _psf_for(cfg: DictConfig, dm: GalaxyDataModule, model: SersicModule):
 
 def _stored_psf(dm: GalaxyDataModule, index: int) -> np.ndarray | None:
     """The PSF image an HDF5 source stores for galaxy ``index`` (morpho's simulations)."""
-    handle = getattr(dm.source, "_file", None)
-    if handle is None:
+    if not isinstance(dm.source, HDF5Source):
         return None
-    file = handle.get()
-    return np.asarray(file["psf"][index][0], dtype=np.float64) if "psf" in file else None
+    psf = dm.source.read_array("psf", index)
+    return None if psf is None else np.asarray(psf[0], dtype=np.float64)
 
 
 def _rows(dm: GalaxyDataModule, split: str) -> np.ndarray:

@@ -4,20 +4,17 @@ The network that predicts Sérsic parameters is :class:`morpho.models.SersicModu
 (its inputs, likelihood and orientation handling live in this package's
 ``inputs``, ``likelihood`` and ``pose`` modules); :func:`morpho.sersic.predict.fit_dataset`
 runs it over a data set and :func:`morpho.sersic.table.write_table` writes the table.
+
+Names are imported lazily, so that importing one light module of this package (the
+simulator uses :mod:`morpho.sersic.psf`) does not pay for astropy.modeling and scipy.
 """
 
-from morpho.sersic.classical import NoiseLike, SersicFit, fit_sersic
-from morpho.sersic.params import FitBounds, SersicParametrisation
-from morpho.sersic.profile import (
-    PARAMETER_NAMES,
-    SersicRenderer,
-    render_sersic,
-    sersic_amplitude,
-    sersic_total_flux,
-)
-from morpho.sersic.psf import check_psf, gaussian_psf, psf_fwhm
+from __future__ import annotations
+
+from morpho.utils import lazy_exports
 
 __all__ = [
+    "GAUSSIAN_WING_FRACTION",
     "PARAMETER_NAMES",
     "FitBounds",
     "NoiseLike",
@@ -28,7 +25,28 @@ __all__ = [
     "fit_sersic",
     "gaussian_psf",
     "psf_fwhm",
+    "psf_wing_fraction",
     "render_sersic",
     "sersic_amplitude",
     "sersic_total_flux",
 ]
+
+_WHERE = {
+    "GAUSSIAN_WING_FRACTION": "morpho.sersic.psf",
+    "PARAMETER_NAMES": "morpho.sersic.profile",
+    "FitBounds": "morpho.sersic.params",
+    "NoiseLike": "morpho.sersic.classical",
+    "SersicFit": "morpho.sersic.classical",
+    "SersicParametrisation": "morpho.sersic.params",
+    "SersicRenderer": "morpho.sersic.profile",
+    "check_psf": "morpho.sersic.psf",
+    "fit_sersic": "morpho.sersic.classical",
+    "gaussian_psf": "morpho.sersic.psf",
+    "psf_fwhm": "morpho.sersic.psf",
+    "psf_wing_fraction": "morpho.sersic.psf",
+    "render_sersic": "morpho.sersic.profile",
+    "sersic_amplitude": "morpho.sersic.profile",
+    "sersic_total_flux": "morpho.sersic.profile",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

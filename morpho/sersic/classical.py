@@ -26,15 +26,16 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 from scipy.optimize import least_squares
 
+from morpho.data.canonical import border_noise_sigma
 from morpho.data.errors import DataError
 from morpho.sersic.params import FitBounds, SersicParametrisation
 from morpho.sersic.profile import PARAMETER_NAMES, SersicRenderer
 from morpho.sersic.start import (
     RADIUS_PER_SIGMA,
     adaptive_moments,
-    border_sigma,
     detection_snr,
     moment_shape,
 )
@@ -49,11 +50,14 @@ FD_STEP = 1e-6
 
 
 class NoiseLike(Protocol):
-    """A CCD noise model, as :class:`morpho.data.simulate.NoiseModel` (ADU, e-, e-/ADU)."""
+    """A CCD noise model, as :class:`morpho.data.simulate.NoiseModel` (ADU²)."""
 
-    sky_level: float
-    read_noise: float
-    gain: float
+    @property
+    def background_variance(self) -> float:
+        """Variance of a pixel holding only sky."""
+
+    def variance(self, noiseless: np.ndarray) -> np.ndarray:
+        """Per-pixel variance of the noisy image of ``noiseless``."""
 
 
 @dataclass(frozen=True)
@@ -187,24 +191,17 @@ def _background_sigma(
             raise ValueError(f"noise_sigma must be a positive number, got {noise_sigma}")
         return float(noise_sigma)
     if noise is not None:
-        variance = noise.sky_level / noise.gain + (noise.read_noise / noise.gain) ** 2
+        variance = noise.background_variance
         if not variance > 0:
             raise ValueError("the noise model has no background variance; pass noise_sigma")
         return float(np.sqrt(variance))
-    sigma = border_sigma(data)
+    sigma = float(border_noise_sigma(torch.from_numpy(data)[None, None])[0, 0])
     if not sigma > 0:
         raise DataError(
             f"{origin}: the border pixels have no scatter, so the noise level cannot be "
             "estimated; pass noise_sigma (or noise)"
         )
     return sigma
-
-
-def _model_variance(noise: NoiseLike, model: np.ndarray) -> np.ndarray:
-    """CCD variance (ADU²) of each pixel of ``model`` (ADU): ``(m⁺ + b)/g + r²/g²``."""
-    return (np.clip(model, 0.0, None) + noise.sky_level) / noise.gain + (
-        noise.read_noise / noise.gain
-    ) ** 2
 
 
 def _start(
@@ -334,7 +331,7 @@ def fit_sersic(
     result = _solve(problem, z)
     if noise is not None:
         evaluations += problem.evaluations
-        sigma = np.sqrt(_model_variance(noise, problem.model(result.x)[0]))
+        sigma = np.sqrt(noise.variance(problem.model(result.x)[0]))
         problem = _Problem(renderer, data, sigma, parametrisation)
         result = _solve(problem, result.x)
     return _summary(result, parametrisation, evaluations + problem.evaluations, started)

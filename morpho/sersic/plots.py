@@ -7,30 +7,20 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
+from morpho.data.canonical import adaptive_moments
 from morpho.plotting import save_figure
 from morpho.sersic.profile import render_sersic
 
-__all__ = ["centroid", "model_image", "save_predicted_vs_true", "save_residuals"]
-
-
-def centroid(image: np.ndarray, *, weight_sigma: float = 3.0, iterations: int = 5) -> np.ndarray:
-    """Centre ``(x, y)`` in pixels of the source in a 2-D image (Gaussian-weighted, iterated)."""
-    y, x = np.indices(image.shape, dtype=np.float64)
-    centre = np.array([(image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2])
-    for _ in range(iterations):
-        weight = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * weight_sigma**2))
-        total = np.sum(weight * image)
-        if total <= 0:
-            break
-        centre = np.array([np.sum(weight * image * x), np.sum(weight * image * y)]) / total
-    return centre
+__all__ = ["model_image", "save_predicted_vs_true", "save_residuals"]
 
 
 def model_image(row: pd.Series, image: np.ndarray, psf: np.ndarray) -> np.ndarray:
-    """The PSF-convolved model of one predicted row, centred on the image's centroid."""
-    x0, y0 = centroid(image)
+    """The PSF-convolved model of one predicted row, centred on the image's adaptive centroid."""
+    offset, _, _ = adaptive_moments(torch.from_numpy(np.asarray(image, dtype=np.float64))[None])
+    x0, y0 = offset[0].numpy() + (np.array(image.shape[::-1]) - 1) / 2
     params = (row["flux"], x0, y0, row["r_e_pix"], row["n"], row["q"], row["pa_deg"])
     return render_sersic(params, psf, shape=image.shape)
 

@@ -1,4 +1,4 @@
-"""Image statistics that start a Sérsic fit: border noise, detection, adaptive moments.
+"""Image statistics that start a Sérsic fit: detection and adaptive moments.
 
 The shape of a galaxy comes from its adaptive (Gaussian-weighted) moments
 (Bernstein & Jarvis 2002; Hirata & Seljak 2003): iterate an elliptical Gaussian
@@ -21,29 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["adaptive_moments", "border_sigma", "detection_snr", "moment_shape"]
+__all__ = ["adaptive_moments", "detection_snr", "moment_shape"]
 
 #: Smoothing scales (Gaussian σ, pixels) at which sources are looked for.
 DETECTION_SCALES: tuple[float, ...] = (1.5, 3.0, 6.0)
 
 #: Ratio of the major-axis half-light radius to the adaptive moment σ_major, by n.
 RADIUS_PER_SIGMA: dict[float, float] = {0.5: 1.665, 1.0: 2.043, 2.0: 3.558, 4.0: 10.72}
-
-
-def border_sigma(image: np.ndarray, *, width: int = 4) -> float:
-    """Robust noise σ from the stamp's border pixels: 1.4826 × median absolute deviation.
-
-    Parameters
-    ----------
-    image : (H, W) array
-        Sky-subtracted image, the galaxy away from the border.
-    width : int
-        Border width in pixels.
-    """
-    mask = np.ones(image.shape, dtype=bool)
-    mask[width:-width, width:-width] = False
-    border = image[mask]
-    return float(1.4826 * np.median(np.abs(border - np.median(border))))
 
 
 def detection_snr(

@@ -168,6 +168,8 @@ def test_hdf5_in_memory_reads_the_same(morpho_h5: Path) -> None:
         np.testing.assert_array_equal(a.image, b.image)
         assert a.id == b.id
         assert a.row == b.row
+    assert in_memory.read_array("no_such_key", 0) is None
+    np.testing.assert_array_equal(in_memory.read_array("images", 2), on_disk[2].image)
     restored = pickle.loads(pickle.dumps(in_memory))
     np.testing.assert_array_equal(restored[1].image, on_disk[1].image)
 

@@ -258,6 +258,16 @@ class HDF5Source(GalaxySource):
         row = {name: values[index] for name, values in self._columns.items()}
         return GalaxyRecord(image=image, id=row["id_str"], row=row, origin=origin)
 
+    def read_array(self, key: str, index: int) -> np.ndarray | None:
+        """Row ``index`` of another per-galaxy dataset of the file (e.g. ``"psf"``), or None.
+
+        Read from the file itself, whether or not the images are held in memory.
+        """
+        with _open(self.path) as file:
+            if key not in file or not isinstance(file[key], h5py.Dataset):
+                return None
+            return np.asarray(file[key][index])
+
     def close(self) -> None:
         """Close this process's file handle, if open; the next read reopens it."""
         self._file.close()
