@@ -62,14 +62,17 @@ def save_mosaic(
     path: str | os.PathLike,
     *,
     row_labels: Sequence[str] | None = None,
+    cell_titles: Sequence[Sequence[str]] | None = None,
     title: str | None = None,
 ) -> Figure:
     """Save (and return) a mosaic: one row per entry of ``rows``, each ``(N, C, H, W)``.
 
-    Rows may have different lengths; empty cells stay blank.
+    Rows may have different lengths; empty cells stay blank. ``cell_titles[r][c]``,
+    when given, is written above image ``c`` of row ``r`` (e.g. a galaxy's id).
     """
     n_cols = max((len(r) for r in rows), default=1) or 1
-    figure = Figure(figsize=(1.3 * n_cols + 1.2, 1.3 * len(rows) + 0.4))
+    row_height = 1.3 if cell_titles is None else 1.6
+    figure = Figure(figsize=(1.3 * n_cols + 1.2, row_height * len(rows) + 0.4))
     axes = figure.subplots(len(rows), n_cols, squeeze=False)
     for r, stack in enumerate(rows):
         for c in range(n_cols):
@@ -79,9 +82,12 @@ def save_mosaic(
             ax.set_frame_on(False)
             if c < len(stack):
                 ax.imshow(display_image(stack[c]), origin="lower", cmap="gray")
+                if cell_titles is not None:
+                    ax.set_title(cell_titles[r][c], fontsize=7)
         if row_labels is not None:
             axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
     if title:
-        figure.suptitle(title)
+        # Above the cells' own titles, when they have some.
+        figure.suptitle(title, **({} if cell_titles is None else {"y": 1.03}))
     save_figure(figure, path)
     return figure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from morpho.data.simulate import SimulationSpec, simulate_to_hdf5
 
@@ -20,3 +21,14 @@ def simulated_file(tmp_path_factory, tiny_spec):
     return simulate_to_hdf5(
         path, n_galaxies=60, spec=tiny_spec, seed=0, workers=1, chunk_size=25, progress=False
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny networks and the pixel-by-pixel samplers run
+    thousands of small operations, which several threads only slow down (badly so on a
+    busy machine). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -61,7 +61,14 @@ def tiny_inputs(tmp_path_factory) -> dict[str, str]:
 
 
 def test_every_group_option_is_tested():
-    assert set(_options("data")) == {"simulated", "simulated_sersic", "fits", "hdf5", "images"}
+    assert set(_options("data")) == {
+        "simulated",
+        "simulated_sersic",
+        "simulated_density",
+        "fits",
+        "hdf5",
+        "images",
+    }
     assert set(_options("simulation")) == {"six_class", "six_class_gri", "single_sersic"}
     tested = {"model", "trainer", "callbacks", "logger", "debug", "experiment", "taxonomy"}
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
@@ -84,6 +91,7 @@ TINY_TRAIN = [
 ]
 # The Sérsic model on its data: 32x32 -> 4x4 maps of 16 channels = 256 features.
 TINY_SERSIC = [*TINY_DATA, "model.encoder.channels=[4,8,16]", "model.head.in_dim=256"]
+TINY_PIXELCNN = [*TINY_DATA, "model.net.channels=8", "model.net.n_blocks=1"]
 
 
 @pytest.mark.parametrize(
@@ -99,6 +107,8 @@ def test_train_group_options_instantiate(group, option, tmp_path):
     if option == "sersic":
         data = ["data=simulated_sersic"] if group == "model" else []
         overrides = [f"{group}={option}", *data, f"paths.data_dir={tmp_path}", *TINY_SERSIC]
+    if option in ("pixelcnn", "density"):
+        overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}", *TINY_PIXELCNN]
     if group == "experiment" and option.endswith("plain"):
         overrides = [o for o in overrides if "projector" not in o]
     cfg = _compose("train", overrides, tmp_path)
@@ -130,10 +140,12 @@ def test_taxonomy_configs_instantiate(option, tmp_path):
     assert taxonomy.get_params()["random_state"] == cfg.seed
 
 
-@pytest.mark.parametrize("name", ["embed", "assign", "fit"])
+@pytest.mark.parametrize("name", ["embed", "assign", "fit", "score", "sample", "complete"])
 def test_command_configs_compose(name, tmp_path):
     cfg = _compose(name, ["+ckpt_path=x.ckpt", "+taxonomy_path=t", "+embeddings=e"], tmp_path)
     assert cfg.task_name == name
+    if "data" in cfg:
+        assert isinstance(instantiate(cfg.data), GalaxyDataModule)
 
 
 @pytest.mark.parametrize("option", _options("simulation"))

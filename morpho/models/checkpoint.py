@@ -20,13 +20,14 @@ __all__ = ["MODEL_KINDS", "load_model", "read_checkpoint"]
 
 def _kinds() -> dict[str, type[MorphoModule]]:
     from morpho.models.autoencoder import AutoencoderModule
+    from morpho.models.pixelcnn import PixelCNNModule
     from morpho.models.sersic import SersicModule
 
-    return {cls.kind: cls for cls in (AutoencoderModule, SersicModule)}
+    return {cls.kind: cls for cls in (AutoencoderModule, PixelCNNModule, SersicModule)}
 
 
 #: Model kinds that :func:`load_model` knows.
-MODEL_KINDS = ("autoencoder", "sersic")
+MODEL_KINDS = ("autoencoder", "pixelcnn", "sersic")
 
 
 def read_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
