@@ -173,6 +173,8 @@ def test_data_configs_instantiate_and_load_a_batch(option, tmp_path, tiny_inputs
         key = "catalog" if option == "images" else "path"
         overrides += [f"data.source.{key}={tiny_inputs[option]}", "data.image_size=32"]
     cfg = _compose("inspect", overrides, tmp_path)
+    assert cfg.data.join_table is None
+    assert cfg.data.drop_unlabelled is False
     dm = instantiate(cfg.data)
     assert isinstance(dm, GalaxyDataModule)
     assert not list(tmp_path.glob("*.h5")), "nothing may be read or written before prepare_data"

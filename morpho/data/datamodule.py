@@ -9,10 +9,13 @@ generator and fits the preprocessing on the training split only.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Subset
@@ -22,11 +25,14 @@ from morpho.data.dataset import GalaxyDataset
 from morpho.data.errors import DataError
 from morpho.data.preprocess import Preprocessor
 from morpho.data.sources.base import GalaxySource
+from morpho.data.sources.joined import JoinedSource
 from morpho.data.stretches import ArcsinhStretch, Stretch
 
 __all__ = ["GalaxyDataModule", "split_indices"]
 
 STAGES = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 def split_indices(n: int, fractions: Sequence[float], *, seed: int) -> dict[str, np.ndarray]:
@@ -77,7 +83,17 @@ class GalaxyDataModule(LightningDataModule):
     bands : int, optional
         Expected number of bands; checked on every image.
     resize, nan_fill, label_key, columns
-        Passed to :class:`GalaxyDataset`.
+        Passed to :class:`GalaxyDataset`; they may name columns of ``join_table``.
+    join_table : str, path-like or pandas.DataFrame, optional
+        A table joined onto the source's catalog by galaxy id (its ``id`` column),
+        e.g. ``morpho-cluster``'s ``taxonomy.parquet`` for ``label_key="cluster"``
+        or ``morpho-embed``'s ``embeddings.parquet`` for ``columns=[e0, e1, ...]``;
+        see :class:`~morpho.data.sources.joined.JoinedSource`. Every galaxy of the
+        source must be in it.
+    drop_unlabelled : bool
+        Leave out of the splits the galaxies whose ``label_key`` value is negative
+        or not finite (e.g. HDBSCAN's outliers, cluster -1); the split is then a
+        seeded permutation of the remaining galaxies. Needs ``label_key``.
     stretch : Stretch, optional
         Pixel stretch before standardisation; ``ArcsinhStretch(scale=1)`` by default.
     canonicalize : nn.Module, optional
@@ -102,6 +118,11 @@ class GalaxyDataModule(LightningDataModule):
     prepare : callable, optional
         Run once in :meth:`prepare_data`, e.g.
         :class:`morpho.data.simulate.EnsureSimulated` to render the default data.
+
+    Raises
+    ------
+    ValueError
+        If ``drop_unlabelled`` is set without ``label_key``.
     """
 
     def __init__(
@@ -114,6 +135,8 @@ class GalaxyDataModule(LightningDataModule):
         nan_fill: str = "median",
         label_key: str | None = None,
         columns: Sequence[str] | None = None,
+        join_table: str | os.PathLike | pd.DataFrame | None = None,
+        drop_unlabelled: bool = False,
         stretch: Stretch | None = None,
         canonicalize: torch.nn.Module | None = None,
         normalize: bool = True,
@@ -127,8 +150,17 @@ class GalaxyDataModule(LightningDataModule):
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
+        if drop_unlabelled and label_key is None:
+            raise ValueError(
+                "drop_unlabelled=True needs label_key= the column whose negative or NaN "
+                "values mark unlabelled galaxies (e.g. 'cluster')"
+            )
         unsaved = ["source", "stretch", "canonicalize", "augment", "prepare", "split", "columns"]
-        self.save_hyperparameters(ignore=unsaved, logger=False)
+        self.save_hyperparameters(ignore=[*unsaved, "join_table"], logger=False)
+        # The table's path as text (a DataFrame is not saved), so that checkpoints load
+        # with weights_only=True.
+        self.hparams["join_table"] = _describe_table(join_table)
+        self.join_table = join_table
         # Plain floats, not a Hydra ListConfig, so that checkpoints load with weights_only=True.
         self.split = tuple(float(f) for f in split)
         self.columns = None if columns is None else [str(c) for c in columns]
@@ -151,17 +183,43 @@ class GalaxyDataModule(LightningDataModule):
             self.prepare()
 
     def _open(self) -> GalaxySource:
-        """Open the source and split it (no pixels read); idempotent."""
+        """Open the source (joining ``join_table``) and split it (no pixels read); idempotent."""
         if self.source is None:
             source = self.source_factory()
-            if len(source) < 3:
+            if self.join_table is not None:
+                source = JoinedSource(source, self.join_table)
+            raw = self._dataset(source, transform=None)
+            kept = self._labelled(source) if self.hparams.drop_unlabelled else None
+            n_kept = len(source) if kept is None else len(kept)
+            if n_kept < 3:
                 raise DataError(
-                    f"the data source holds {len(source)} galaxies; at least 3 are needed"
+                    f"the data source holds {n_kept} galaxies to split; at least 3 are needed"
                 )
-            self.indices = split_indices(len(source), self.split, seed=self.hparams.seed)
-            self.raw = self._dataset(source, transform=None)
+            indices = split_indices(n_kept, self.split, seed=self.hparams.seed)
+            self.indices = indices if kept is None else {k: kept[v] for k, v in indices.items()}
+            self.raw = raw
             self.source = source
         return self.source
+
+    def _labelled(self, source: GalaxySource) -> np.ndarray:
+        """Rows of the galaxies whose label is a finite number >= 0; logs how many are left out."""
+        key = self.hparams.label_key
+        labels = source.catalog[key].to_numpy(dtype=np.float64, na_value=np.nan)
+        kept = np.flatnonzero(np.isfinite(labels) & (labels >= 0))
+        log.info(
+            "drop_unlabelled: left out %d of %d galaxies whose %r is negative or not finite; "
+            "%d remain",
+            len(labels) - len(kept),
+            len(labels),
+            key,
+            len(kept),
+        )
+        if len(kept) == 0:
+            raise DataError(
+                f"drop_unlabelled=True left no galaxy: all {len(labels)} have a negative or NaN "
+                f"{key!r} in {source!r}. Check label_key, or set drop_unlabelled=false."
+            )
+        return kept
 
     def setup(self, stage: str | None = None) -> None:
         """Open the source, split it, and fit the preprocessing on the training split."""
@@ -180,6 +238,8 @@ class GalaxyDataModule(LightningDataModule):
         """Un-augmented flux images of one split (or ``"all"``), without fitting anything.
 
         Items carry ``index``, the galaxy's row in the source, whatever the split.
+        ``"all"`` is every galaxy of the source, including those ``drop_unlabelled``
+        leaves out of the splits.
         """
         self._open()
         if split == "all":
@@ -257,3 +317,12 @@ class GalaxyDataModule(LightningDataModule):
             self.preprocessor = self._new_preprocessor()
         # In place, so that datasets built by an earlier setup() see the restored state.
         self.preprocessor.load_state_dict(state_dict["preprocessor"])
+
+
+def _describe_table(table: str | os.PathLike | pd.DataFrame | None) -> str | None:
+    """A join table as saved in the hyperparameters: its path, or a note for a DataFrame."""
+    if table is None:
+        return None
+    if isinstance(table, pd.DataFrame):
+        return "<DataFrame>"
+    return os.fspath(table)

@@ -2,7 +2,8 @@
 
 Each reader is a :class:`GalaxySource`: an indexable collection of
 :class:`GalaxyRecord` (pixels as stored, id, catalog row). :func:`open_source`
-picks the reader from a path.
+picks the reader from a path; :class:`JoinedSource` adds a table's columns
+(taxonomy clusters, embeddings) to any source's catalog.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from morpho.data.sources.base import GalaxyRecord, GalaxySource
 from morpho.data.sources.fits import FITS_SUFFIXES, FITSSource
 from morpho.data.sources.hdf5 import HDF5Source
 from morpho.data.sources.images import ImageFolderSource
+from morpho.data.sources.joined import JoinedSource
 
 __all__ = [
     "FITSSource",
@@ -23,6 +25,7 @@ __all__ = [
     "GalaxySource",
     "HDF5Source",
     "ImageFolderSource",
+    "JoinedSource",
     "open_source",
 ]
 
