@@ -239,6 +239,7 @@ def run(args) -> dict:
     size = QUICK if args.quick else FULL
     size = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in size.items()}
     start = time.perf_counter()
+    torch.set_num_threads(args.train_threads or args.threads)
     train_path = _simulate(
         workdir / f"sersic_train_{size['n_train']}.h5", "single_sersic", size["n_train"], 1
     )
@@ -306,7 +307,10 @@ def main() -> None:
         "--naive-pixels", type=int, default=480, help="image-pixel steps timed (naive sampler)"
     )
     parser.add_argument("--oddities-per-kind", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the figures")
+    parser.add_argument(
+        "--train-threads", type=int, default=None, help="torch threads for training (--threads)"
+    )
     parser.add_argument("--skip-sixclass", action="store_true")
     parser.add_argument("--skip-sampling", action="store_true", help="no sampling figures")
     parser.add_argument("--workdir", default="benchmarks/_work/pixelcnn")

@@ -13,7 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from morpho.cli.train import train
@@ -112,13 +114,20 @@ def test_train_group_options_instantiate(group, option, tmp_path):
     if group == "experiment" and option.endswith("plain"):
         overrides = [o for o in overrides if "projector" not in o]
     cfg = _compose("train", overrides, tmp_path)
-    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
-        assert cfg.trainer.precision == "bf16-mixed"
-        return
     model = instantiate(cfg.model)
     assert isinstance(model, torch.nn.Module)
-    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    options = {"logger": False, "enable_progress_bar": False}
+    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
+        # Every other setting of a GPU config, checked on two CPU devices.
+        assert cfg.trainer.precision == "bf16-mixed"
+        options |= {"accelerator": "cpu", "devices": 2}
+    trainer = instantiate(cfg.trainer, **options)
     assert trainer.max_epochs >= 1
+    if group == "trainer" and "strategy" in cfg.trainer:
+        assert trainer.world_size == 2 * cfg.trainer.get("num_nodes", 1)
+        assert isinstance(trainer.strategy, DDPStrategy)
+        spawns = isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
+        assert spawns == (cfg.trainer.strategy == "ddp_spawn")
     for node in (cfg.get("callbacks") or {}).values():
         assert instantiate(node) is not None
     for node in (cfg.get("logger") or {}).values():
@@ -127,10 +136,40 @@ def test_train_group_options_instantiate(group, option, tmp_path):
 
 def test_train_runs_one_batch_of_each_stage(tmp_path):
     overrides = ["debug=fdr", f"paths.data_dir={tmp_path}", "callbacks=none", *TINY_TRAIN]
+    overrides += ["+trainer.accumulate_grad_batches=3"]
     cfg = _compose("train", overrides, tmp_path)
     result = train(cfg)
     assert np.isfinite(result["metrics"]["train/loss"])
     assert np.isfinite(result["metrics"]["val/loss"])
+    assert result["effective_batch_size"] == 8 * 1 * 3  # batch_size × devices × accumulated
+
+
+SLURM = ["hydra/launcher=slurm", "trainer=multinode", "trainer.num_nodes=3", "trainer.devices=8"]
+
+
+def test_the_slurm_launcher_follows_the_trainer(tmp_path):
+    """hydra/launcher=slurm composes without its plugin: one SLURM task and GPU per device."""
+    cfg = _compose("train", SLURM, tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == (
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 8, 8)
+    assert launcher.partition is None
+    assert launcher.timeout_min > 0
+
+
+def test_the_slurm_launcher_settings_are_the_plugins(tmp_path):
+    """Every key of hydra/launcher=slurm is one of hydra-submitit-launcher's (the ``slurm``
+    extra), with a value of the right type, and the launcher instantiates."""
+    plugin = pytest.importorskip("hydra_plugins.hydra_submitit_launcher.config")
+    cfg = _compose("train", SLURM, tmp_path)
+    ours = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    # A key the plugin does not know, or a value of the wrong type, raises here.
+    merged = OmegaConf.to_container(OmegaConf.merge(plugin.SlurmQueueConf, ours))
+    assert {key: merged[key] for key in ours} == ours
+    launcher = instantiate(cfg.hydra.launcher)
+    assert launcher.params["tasks_per_node"] == 8
 
 
 @pytest.mark.parametrize("option", _options("taxonomy"))

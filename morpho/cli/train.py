@@ -4,7 +4,11 @@ Examples
 --------
 ``morpho-train`` (the autoencoder on the simulated default),
 ``morpho-train experiment=taxonomy trainer.max_epochs=40``,
-``morpho-train trainer=gpu``.
+``morpho-train trainer=gpu``, ``morpho-train trainer=ddp`` (every GPU of the machine).
+
+``data.batch_size`` is per device; the effective batch size, logged at the start,
+is ``batch_size × devices × num_nodes × accumulate_grad_batches``. Only global rank 0
+writes checkpoints and logs (Lightning's checkpoints and loggers see to it).
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from morpho.cli._common import report_user_errors
 from morpho.config import config_dir
+from morpho.distributed import check_sweep_launch, effective_batch_size
 
 __all__ = ["main", "train"]
 
 log = logging.getLogger(__name__)
+#: ``log.info`` on global rank 0 only (the other ranks run the same code).
+_log_rank_zero = rank_zero_only(log.info)
 
 # Lightning (2.6) calls a torch API that torch (2.13) deprecates; nothing for users to do.
 warnings.filterwarnings(
@@ -40,11 +50,21 @@ def _instantiate_group(node: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``, then test the best checkpoint.
 
+    Runs on every rank of a data-parallel job (``trainer=ddp``, ``ddp_cpu``,
+    ``multinode``); Lightning writes checkpoints and logs on global rank 0 only.
+
     Returns
     -------
     dict
         ``metrics`` (the last logged value of every metric, as floats),
-        ``best_checkpoint`` and ``last_checkpoint`` (paths or None).
+        ``best_checkpoint`` and ``last_checkpoint`` (paths or None) and
+        ``effective_batch_size`` (galaxies per optimiser step over all ranks).
+
+    Raises
+    ------
+    ValueError
+        If a Hydra sweep (``-m``) would start its ranks with ``strategy=ddp``
+        (see :func:`morpho.distributed.check_sweep_launch`).
     """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -55,19 +75,43 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
+    check_sweep_launch(trainer, multirun=_in_multirun())
+    batch = _log_batch_size(trainer, datamodule.hparams.batch_size)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if cfg.get("test") and not trainer.fast_dev_run:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     last = _latest_checkpoint(trainer)
     if best:
-        log.info("Best checkpoint: %s", best)
+        _log_rank_zero("Best checkpoint: %s", best)
     if last:
-        log.info("Last checkpoint: %s", last)
-    return {"metrics": metrics, "best_checkpoint": best or None, "last_checkpoint": last or None}
+        _log_rank_zero("Last checkpoint: %s", last)
+    return {
+        "metrics": metrics,
+        "best_checkpoint": best or None,
+        "last_checkpoint": last or None,
+        "effective_batch_size": batch,
+    }
+
+
+def _log_batch_size(trainer: L.Trainer, per_device: int) -> int:
+    batch = effective_batch_size(trainer, per_device)
+    _log_rank_zero(
+        "Effective batch size %d = %d per device × %d device(s) × %d node(s) × %d accumulated",
+        batch,
+        per_device,
+        trainer.num_devices,
+        trainer.num_nodes,
+        trainer.accumulate_grad_batches,
+    )
+    return batch
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _latest_checkpoint(trainer: L.Trainer) -> str:
@@ -85,9 +129,9 @@ def _latest_checkpoint(trainer: L.Trainer) -> str:
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
     result = train(cfg)
-    log.info("Outputs are in %s", Path(cfg.paths.output_dir))
+    _log_rank_zero("Outputs are in %s", Path(cfg.paths.output_dir))
     for name, value in sorted(result["metrics"].items()):
-        log.info("%s = %.5g", name, value)
+        _log_rank_zero("%s = %.5g", name, value)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class PixelCNNModule(MorphoModule):
         # and the (C, H, W) of the training images (the default size of samples).
         self.register_buffer("label_counts", torch.zeros(max(net.n_classes, 1), dtype=torch.int64))
         self.register_buffer("image_shape", torch.zeros(3, dtype=torch.int64))
+        self._epoch_counts: Tensor | None = None
 
     def setup(self, stage: str) -> None:
         """Warn when the data's augmentation interpolates pixels (no preprocessor is needed)."""
@@ -278,16 +279,29 @@ class PixelCNNModule(MorphoModule):
         levels, clipped = self._levels(images, strict=False)
         labels = batch.get("label")
         vectors = batch.get("columns")
+        log_p = self.pixel_log_prob(levels, labels, vectors)  # checks the labels
         if stage == "train":
             self.image_shape.copy_(torch.tensor(levels.shape[1:]))
             if self.hparams.condition == "label":
-                self.label_counts += torch.bincount(
-                    labels.long().clamp(0, self.net.n_classes - 1), minlength=self.net.n_classes
-                )
-        log_p = self.pixel_log_prob(levels, labels, vectors)
+                counts = torch.bincount(labels.long(), minlength=self.net.n_classes)
+                seen = self._epoch_counts
+                self._epoch_counts = counts if seen is None else seen + counts
         bits = -log_p.mean() / (levels.shape[1] * math.log(2))
         log = {"batch_size": len(levels), "sync_dist": stage != "train"}
         self.log(f"{stage}/loss", bits, prog_bar=True, **log)
         self.log(f"{stage}/bits_per_dim", bits, **log)
         self.log(f"{stage}/clipped_fraction", clipped, **log)
         return bits
+
+    def on_train_epoch_end(self) -> None:
+        """Add the labels every rank saw in this epoch to ``label_counts`` (all ranks).
+
+        Counted apart from the buffer during the epoch: DDP copies rank 0's buffers to
+        the other ranks at every step, which would lose the other ranks' counts.
+        """
+        counts, self._epoch_counts = self._epoch_counts, None
+        if counts is None:
+            counts = torch.zeros_like(self.label_counts)
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(counts).sum(dim=0)
+        self.label_counts += counts.to(self.label_counts)

@@ -130,6 +130,9 @@ class SersicModule(MorphoModule):
         width = N_FEATURES + 4
         self.register_buffer("train_range", torch.tensor([[math.inf] * width, [-math.inf] * width]))
         self._val_z: list[Tensor] = []
+        # This rank's ranges of the current epoch, merged over ranks into train_range at
+        # its end (a buffer updated in a step would be overwritten by DDP's broadcast).
+        self._epoch_range: Tensor | None = None
         self._fused_encoder: tuple[nn.Module, tuple] | None = None
 
     # -- setup -------------------------------------------------------------------------
@@ -264,8 +267,22 @@ class SersicModule(MorphoModule):
 
     def _update_range(self, features: Tensor, targets: Tensor) -> None:
         observed = torch.cat([features, targets], dim=1).detach()
-        self.train_range[0] = torch.minimum(self.train_range[0], observed.amin(dim=0))
-        self.train_range[1] = torch.maximum(self.train_range[1], observed.amax(dim=0))
+        seen = self.train_range if self._epoch_range is None else self._epoch_range
+        self._epoch_range = torch.stack(
+            [
+                torch.minimum(seen[0], observed.amin(dim=0)),
+                torch.maximum(seen[1], observed.amax(dim=0)),
+            ]
+        )
+
+    def on_train_epoch_end(self) -> None:
+        """Merge the ranges every rank saw in this epoch into ``train_range`` (all ranks)."""
+        seen = self.train_range if self._epoch_range is None else self._epoch_range
+        self._epoch_range = None
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(seen)  # (ranks, 2, width)
+            seen = torch.stack([gathered[:, 0].amin(dim=0), gathered[:, 1].amax(dim=0)])
+        self.train_range.copy_(seen)
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         columns = batch["columns"]
