@@ -18,6 +18,7 @@ import copy
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -111,7 +112,9 @@ class PixelCNNModule(MorphoModule):
         if condition == "label":
             if labels is None:
                 raise ValueError("this model is conditioned on labels: pass labels (N,)")
-            labels = torch.as_tensor(labels, dtype=torch.int64, device=self.device).reshape(-1)
+            if not isinstance(labels, Tensor):  # a copy: pandas may hand out read-only arrays
+                labels = torch.from_numpy(np.array(labels, dtype=np.int64))
+            labels = labels.to(device=self.device, dtype=torch.int64).reshape(-1)
             if len(labels) != n:
                 raise ValueError(f"got {len(labels)} labels for {n} images")
             self._check_labels(labels)
@@ -119,7 +122,9 @@ class PixelCNNModule(MorphoModule):
         if condition == "vector":
             if vectors is None:
                 raise ValueError("this model is conditioned on vectors: pass vectors (N, D)")
-            vectors = torch.as_tensor(vectors, dtype=torch.float32, device=self.device)
+            if not isinstance(vectors, Tensor):
+                vectors = torch.from_numpy(np.array(vectors, dtype=np.float32))
+            vectors = vectors.to(device=self.device, dtype=torch.float32)
             if vectors.shape != (n, self.net.condition_dim):
                 raise ValueError(
                     f"vectors must have shape (N, D) = ({n}, {self.net.condition_dim}), "
