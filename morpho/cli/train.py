@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from morpho.cli._common import report_user_errors
 from morpho.config import config_dir
 from morpho.distributed import check_sweep_launch, effective_batch_size
+from morpho.models.checkpoint import read_checkpoint
 
 __all__ = ["main", "train"]
 
@@ -39,6 +40,10 @@ _log_rank_zero = rank_zero_only(log.info)
 warnings.filterwarnings(
     "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
 )
+
+
+#: ``ckpt_path`` values that Lightning resolves itself (from the checkpoint callbacks).
+LIGHTNING_CHECKPOINT_NAMES = ("last", "best", "hpc", "registry")
 
 
 def _instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -62,6 +67,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Raises
     ------
+    DataError
+        If ``ckpt_path`` names a file that is not a morpho checkpoint of this model kind.
     ValueError
         If a Hydra sweep (``-m``) would start its ranks with ``strategy=ddp``
         (see :func:`morpho.distributed.check_sweep_launch`).
@@ -77,7 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     check_sweep_launch(trainer, multirun=_in_multirun())
     batch = _log_batch_size(trainer, datamodule.hparams.batch_size)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path not in LIGHTNING_CHECKPOINT_NAMES:
+        read_checkpoint(ckpt_path, kind=model.kind)  # refuse what is not a morpho checkpoint
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""

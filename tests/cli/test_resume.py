@@ -131,3 +131,19 @@ def test_same_seed_same_weights(tmp_path, simulated_file):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_file_that_is_not_a_morpho_checkpoint(tmp_path, simulated_file):
+    junk = tmp_path / "junk.ckpt"
+    torch.save({"state_dict": {}}, junk)
+    done = subprocess.run(
+        _command(tmp_path, simulated_file, "junk", f"ckpt_path={junk}"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert f"{junk} is not a morpho checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
