@@ -3,19 +3,29 @@
 :class:`WeightsDigest` checks that distributed training kept every rank in step: each
 rank writes a SHA-256 digest of its model's ``state_dict`` when ``fit`` ends, and equal
 digests mean equal weights and buffers. Enable it with ``callbacks=ddp_check``.
+
+:class:`TrainingThroughput` measures training images per second over all ranks, after a
+warm-up, e.g. ``+callbacks.throughput._target_=morpho.callbacks.TrainingThroughput
++callbacks.throughput.dirpath=throughput`` (``benchmarks/throughput.py`` uses it to set
+two-process DDP beside one process).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
 import torch
 
-__all__ = ["WeightsDigest", "state_dict_digest"]
+__all__ = ["TrainingThroughput", "WeightsDigest", "state_dict_digest"]
+
+log = logging.getLogger(__name__)
 
 
 def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -61,3 +71,92 @@ class WeightsDigest(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"weights_rank{trainer.global_rank}.txt"
         path.write_text(state_dict_digest(pl_module.state_dict()) + "\n")
+
+
+class TrainingThroughput(L.Callback):
+    """Training images per second over all ranks, written to ``<dirpath>/throughput.json``.
+
+    Each rank times its training batches from the end of batch ``warmup_steps`` (start-up,
+    first-batch allocations and compilation excluded) to the end of its last batch, and
+    counts the images of the batches in between (the length of ``batch["image"]``, or of
+    the batch's first tensor). When ``fit`` ends the counts are gathered: global rank 0
+    writes the JSON file and logs the figure. On CUDA the device is synchronised at each
+    timed batch end (as Lightning's ``ThroughputMonitor`` does), so that the clock sees
+    finished work.
+
+    The file holds ``world_size``, ``warmup_steps``, per rank the timed ``batches``, their
+    ``images`` and ``seconds``, and ``images_per_second``: all ranks' images divided by the slowest
+    rank's seconds (None when a rank had no batch after the warm-up).
+
+    Parameters
+    ----------
+    dirpath : path-like
+        Folder of ``throughput.json`` (created if missing), e.g. the run's output folder.
+    warmup_steps : int
+        Training batches per rank left out of the timing (>= 1: the clock starts at the
+        end of one).
+
+    Raises
+    ------
+    ValueError
+        If ``warmup_steps`` < 1.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, *, warmup_steps: int = 5) -> None:
+        if warmup_steps < 1:
+            raise ValueError(
+                f"warmup_steps must be >= 1 (the clock starts after one), got {warmup_steps}"
+            )
+        self.dirpath = Path(dirpath)
+        self.warmup_steps = int(warmup_steps)
+        self._batches = self._images = 0
+        self._start = self._end = 0.0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self._batches += 1
+        if self._batches < self.warmup_steps:
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        if self._batches == self.warmup_steps:
+            self._start = now
+        else:
+            self._images += _batch_length(batch)
+        self._end = now
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = max(self._batches - self.warmup_steps, 0)
+        ranks = torch.tensor(
+            [[batches, self._images, self._end - self._start]], dtype=torch.float64
+        )
+        if trainer.world_size > 1:
+            ranks = pl_module.all_gather(ranks[0].to(pl_module.device)).reshape(-1, 3).cpu()
+        if trainer.global_rank != 0:
+            return
+        rate = float(ranks[:, 1].sum() / ranks[:, 2].max()) if (ranks[:, 0] > 0).all() else None
+        record = {
+            "world_size": len(ranks),
+            "warmup_steps": self.warmup_steps,
+            "batches": [int(b) for b in ranks[:, 0]],
+            "images": [int(n) for n in ranks[:, 1]],
+            "seconds": [float(t) for t in ranks[:, 2]],
+            "images_per_second": rate,
+        }
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+        if rate is None:
+            log.info(
+                "Training throughput: no batch after the %d warm-up batches", self.warmup_steps
+            )
+        else:
+            log.info("Training throughput: %.1f images/s over %d rank(s)", rate, len(ranks))
+
+
+def _batch_length(batch) -> int:
+    """Images in a batch: the length of ``batch["image"]``, or of its first element."""
+    if isinstance(batch, Mapping):
+        return len(batch["image"] if "image" in batch else next(iter(batch.values())))
+    return len(batch[0] if isinstance(batch, list | tuple) else batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterator
@@ -62,3 +63,33 @@ def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable, Callabl
         return sorted(where)
 
     return __getattr__, __dir__
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None = None) -> Iterator[None]:
+    """Run a block with ``count`` torch threads (None: as now), then restore the count.
+
+    The count is restored even when a library changed it behind torch's back inside the
+    block (numba's OpenMP layer, which UMAP uses, does).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def keeps_torch_threads(function: Callable) -> Callable:
+    """Decorate ``function`` to leave torch's thread count as it found it."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch_threads():
+            return function(*args, **kwargs)
+
+    return wrapper

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 from types import SimpleNamespace
 
+import lightning as L
+import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from morpho.callbacks import WeightsDigest, state_dict_digest
+from morpho import callbacks
+from morpho.callbacks import TrainingThroughput, WeightsDigest, state_dict_digest
 
 
 def _module() -> nn.Module:
@@ -44,3 +50,67 @@ def test_weights_digest_writes_one_file_per_rank(tmp_path):
         callback.on_fit_end(SimpleNamespace(global_rank=rank), module)
     texts = [(tmp_path / "run" / f"weights_rank{r}.txt").read_text() for r in (0, 1)]
     assert texts[0] == texts[1] == state_dict_digest(module.state_dict()) + "\n"
+
+
+def test_throughput_times_the_batches_after_the_warm_up(tmp_path, monkeypatch):
+    """Batches of 8 images ending one (fake) second apart, 2 warm-up batches of 6: the
+    clock runs from the end of batch 2 to the end of batch 6, 4 batches, 32 images: 8/s."""
+    clock = itertools.count(1.0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    callback = TrainingThroughput(tmp_path / "run", warmup_steps=2)
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    for i in range(6):
+        batch = {"image": torch.zeros(8, 1, 4, 4), "index": torch.arange(8)}
+        callback.on_train_batch_end(trainer, module, None, batch, i)
+    callback.on_fit_end(trainer, module)
+    record = json.loads((tmp_path / "run" / "throughput.json").read_text())
+    assert record["batches"] == [4]
+    assert record["images"] == [32]
+    assert record["seconds"] == [4.0]
+    assert record["images_per_second"] == 8.0
+
+
+def test_throughput_without_a_timed_batch_says_none(tmp_path):
+    callback = TrainingThroughput(tmp_path, warmup_steps=3)
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    callback.on_train_batch_end(trainer, module, None, {"image": torch.zeros(2, 1)}, 0)
+    callback.on_fit_end(trainer, module)
+    assert json.loads((tmp_path / "throughput.json").read_text())["images_per_second"] is None
+    with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
+        TrainingThroughput(tmp_path, warmup_steps=0)
+
+
+class _Regression(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch["image"]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_throughput_in_a_real_fit(tmp_path):
+    """5 steps of batches of 8 with 2 warm-up batches: 3 timed batches, 24 images."""
+    data = [{"image": torch.randn(4)} for _ in range(40)]
+    callback = TrainingThroughput(tmp_path, warmup_steps=2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_Regression(), DataLoader(data, batch_size=8))
+    record = json.loads((tmp_path / "throughput.json").read_text())
+    assert record["world_size"] == 1
+    assert record["batches"] == [3]
+    assert record["images"] == [24]
+    assert record["images_per_second"] > 0

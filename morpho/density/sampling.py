@@ -21,8 +21,6 @@ on all the pixels before it in raster order.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,6 +28,7 @@ from torch import Tensor
 from morpho.density.logistic import sample_mixture
 from morpho.density.quantize import Quantizer
 from morpho.nets.pixelcnn import PixelCNN, ShiftedConv2d
+from morpho.utils import torch_threads
 
 __all__ = ["cached_sample", "draw_uniforms", "naive_sample"]
 
@@ -187,19 +186,6 @@ class _PixelBlock:
         return x + a * torch.sigmoid(b)
 
 
-@contextlib.contextmanager
-def _threads(count: int | None):
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def cached_sample(
     net: PixelCNN,
@@ -219,7 +205,7 @@ def cached_sample(
     while sampling (None: unchanged). The per-pixel steps are far too small to share
     between threads: one thread is fastest unless the batch holds hundreds of images.
     """
-    with _threads(threads):
+    with torch_threads(threads):
         return _cached(net, quantizer, uniforms, labels, vectors, known, mask)
 
 

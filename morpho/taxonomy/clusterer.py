@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from morpho.taxonomy.reduce import make_umap, shared_neighbours
 from morpho.taxonomy.tree import taxonomy_tree
-from morpho.utils import available_cpus
+from morpho.utils import available_cpus, keeps_torch_threads
 
 if TYPE_CHECKING:
     from umap import UMAP
@@ -150,6 +150,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
 
     # Fitting ----------------------------------------------------------------------------
 
+    @keeps_torch_threads
     def fit(self, X: np.ndarray, y: None = None) -> Taxonomy:
         """Fit the taxonomy to galaxy embeddings.
 
@@ -260,6 +261,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         labels, probabilities = hdbscan.approximate_predict(self.clusterer_, embedding)
         return labels.astype(np.intp), probabilities
 
+    @keeps_torch_threads
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Cluster of new galaxies.
 
@@ -288,6 +290,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Z = self._new_embeddings(X)
         return self._assign_clusters(self.reducer_.transform(Z))[0]
 
+    @keeps_torch_threads
     def assign(self, X: np.ndarray, *, ids: Sequence | None = None) -> pd.DataFrame:
         """Place new galaxies in the taxonomy, with the columns of :meth:`table`.
 

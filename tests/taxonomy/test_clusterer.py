@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -221,3 +224,24 @@ def test_ids_of_wrong_length(fitted, new_blobs) -> None:
 def test_bad_parameters(blobs, params, message) -> None:
     with pytest.raises(ValueError, match=message):
         Taxonomy(**params).fit(blobs[0])
+
+
+@pytest.mark.slow
+def test_fitting_leaves_torch_threads_alone() -> None:
+    """With OMP_NUM_THREADS=1, UMAP's numba layer turns torch's one thread into two;
+    the taxonomy puts it back (seen: a PixelCNN sampled after clustering ran 5x slower)."""
+    script = (
+        "import numpy as np, torch\n"
+        "from morpho.taxonomy import Taxonomy\n"
+        "X = np.random.default_rng(0).normal(size=(200, 8))\n"
+        "before = torch.get_num_threads()\n"
+        "taxonomy = Taxonomy(n_neighbors=15, min_cluster_size=20, n_epochs=20).fit(X)\n"
+        "taxonomy.predict(X[:10])\n"
+        "print(before, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "1"]
