@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -171,7 +172,12 @@ class SersicModule(MorphoModule):
         the encoder in bfloat16 (autocast), the rest in float32.
         """
         batch = self.inputs(images, psf_fwhm_pix, psf_wings)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        # No autocast block unless asked: a disabled one would switch off the trainer's own
+        # mixed precision (bf16-mixed) for the encoder.
+        autocast = (
+            torch.autocast(images.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        )
+        with autocast:
             features = self._encoder_for_mode()(batch.image)
         raw = self.head(features.float(), batch.features)
         return decode(raw), batch

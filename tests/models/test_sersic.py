@@ -192,3 +192,15 @@ def test_inputs_outside_the_training_ranges_are_flagged(sersic_file, tmp_path):
     assert torch.equal(predictor(images, torch.full((16,), 4.0))["n"], seen["n"])
     gaussian = torch.full((16,), GAUSSIAN_WING_FRACTION)
     assert torch.equal(model.predict(images, torch.full((16,), 4.0), gaussian)["n"], seen["n"])
+
+
+def test_trainer_mixed_precision_reaches_the_encoder(sersic_file):
+    """Under the trainer's autocast (bf16-mixed) the encoder computes in bfloat16."""
+    model = _model()
+    dtypes = []
+    model.encoder.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    images = _images(sersic_file, n=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(images, torch.full((4,), 4.0))
+    model(images, torch.full((4,), 4.0))
+    assert dtypes == [torch.bfloat16, torch.float32]
