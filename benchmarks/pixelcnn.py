@@ -43,7 +43,7 @@ from morpho.cli.train import train
 from morpho.config import config_dir
 from morpho.data.entropy import pixel_entropy_bits
 from morpho.data.simulate import NoiseModel, PSFSpec, SimulationSpec, simulate_to_hdf5
-from morpho.density.anomaly import local_scores, surprise_map
+from morpho.density.anomaly import bits_per_dim, local_scores, surprise_map
 from morpho.density.baseline import NeighbourGaussian
 from morpho.density.oddities import ODDITIES, inject
 from morpho.density.sampling import cached_sample, draw_uniforms, naive_sample
@@ -202,7 +202,7 @@ def _scores(model, images: torch.Tensor, batch: int = 100) -> dict[str, np.ndarr
             levels = model.quantizer.quantize(images[i : i + batch]).levels
             log_prob, surprise, variance = surprise_map(model, levels, seed=i)
             scores = local_scores(surprise, variance)
-            scores["bits_per_dim"] = -log_prob.sum(dim=(1, 2)) / (levels[0].numel() * np.log(2))
+            scores["bits_per_dim"] = bits_per_dim(log_prob.sum(dim=(1, 2)), levels[0].numel())
             for key, value in scores.items():
                 parts.setdefault(key, []).append(value.numpy())
     return {key: np.concatenate(value) for key, value in parts.items()}

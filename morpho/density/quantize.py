@@ -51,11 +51,14 @@ class QuantizedImages:
         Quantised images, in ``[0, n_levels - 1]``.
     clipped_low, clipped_high : float
         Fractions of pixels below level 0 or above the top level before clipping.
+    clipped_per_image : (N,) float64 tensor
+        Fraction of each image's pixels (× bands) clipped at either end.
     """
 
     levels: Tensor
     clipped_low: float
     clipped_high: float
+    clipped_per_image: Tensor
 
     @property
     def clipped_fraction(self) -> float:
@@ -130,8 +133,10 @@ class Quantizer:
         if not torch.isfinite(x).all():
             raise ValueError("images hold NaN or inf: fill them before quantising")
         raw = torch.floor((x - self.offset) / self.step + 0.5)
-        low = (raw < 0).double().mean().item() if raw.numel() else 0.0
-        high = (raw > self.n_levels - 1).double().mean().item() if raw.numel() else 0.0
+        below, above = raw < 0, raw > self.n_levels - 1
+        low = below.double().mean().item() if raw.numel() else 0.0
+        high = above.double().mean().item() if raw.numel() else 0.0
+        per_image = (below | above).flatten(1).double().mean(dim=1) if raw.ndim > 1 else None
         if strict and (low or high):
             lo, hi = self.flux_range
             raise ValueError(
@@ -140,7 +145,9 @@ class Quantizer:
                 f"{self.n_levels} levels); raise n_levels or lower the offset"
             )
         levels = raw.clamp(0, self.n_levels - 1).to(torch.int64)
-        return QuantizedImages(levels=levels, clipped_low=low, clipped_high=high)
+        return QuantizedImages(
+            levels=levels, clipped_low=low, clipped_high=high, clipped_per_image=per_image
+        )
 
     def dequantize(self, levels: Tensor | np.ndarray) -> Tensor:
         """Flux images (float32, image units) of integer levels: ``offset + k step``."""

@@ -40,7 +40,6 @@ __all__ = [
     "SCORE_COLUMNS",
     "fit_baseline",
     "iter_scores",
-    "quantize_each",
     "score_dataset",
 ]
 
@@ -50,26 +49,6 @@ log = logging.getLogger(__name__)
 SCORE_COLUMNS = ("log_likelihood", "bits_per_dim", "typicality", "local", "clipped_fraction")
 #: The columns a baseline adds.
 BASELINE_COLUMNS = ("baseline_bits_per_dim", "likelihood_ratio")
-
-
-def quantize_each(quantizer: Quantizer, images: Tensor) -> tuple[Tensor, np.ndarray]:
-    """Quantise flux images, clipping, and say what fraction of each image was clipped.
-
-    Parameters
-    ----------
-    quantizer : Quantizer
-    images : (N, C, H, W) float tensor
-        Finite flux images in the quantizer's units.
-
-    Returns
-    -------
-    levels : (N, C, H, W) int64 tensor
-    clipped : (N,) float64 array
-        Fraction of each image's pixels (× bands) outside the quantisation range.
-    """
-    parts = [quantizer.quantize(image[None]) for image in images]
-    levels = torch.cat([part.levels for part in parts])
-    return levels, np.array([part.clipped_fraction for part in parts], dtype=np.float64)
 
 
 @torch.no_grad()
@@ -180,7 +159,8 @@ def iter_scores(
                 f"the data have {batch['image'].shape[1]} band(s) but the checkpoint was trained "
                 f"on {model.net.in_channels}; score data with the training bands"
             )
-        levels, clipped = quantize_each(model.quantizer, batch["image"])
+        quantized = model.quantizer.quantize(batch["image"])
+        levels, clipped = quantized.levels, quantized.clipped_per_image.cpu().numpy()
         cond = {k: v.to(device) for k, v in _conditioning(model, batch).items()}
         log_prob, surprise, variance = surprise_map(
             model, levels.to(device), **cond, n_draws=n_draws, seed=seed + number

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from morpho.density.anomaly import bits_per_dim
 from morpho.density.logistic import mixture_log_prob
 from morpho.density.quantize import Quantizer
 from morpho.density.sampling import cached_sample, draw_uniforms, naive_sample
@@ -158,7 +159,7 @@ class PixelCNNModule(MorphoModule):
                 f"images have {images.shape[1]} band(s) but this model was trained on "
                 f"{self.net.in_channels}"
             )
-        quantized = self.quantizer.quantize(images.detach().cpu(), strict=strict)
+        quantized = self.quantizer.quantize(images.detach(), strict=strict)  # on their device
         return quantized.levels.to(self.device), quantized.clipped_fraction
 
     def pixel_log_prob(self, levels: Tensor, labels=None, vectors=None) -> Tensor:
@@ -200,7 +201,7 @@ class PixelCNNModule(MorphoModule):
         levels, _ = self._levels(images, strict=strict)
         log_p = self.pixel_log_prob(levels, labels, vectors).sum(dim=(1, 2))
         dims = levels[0].numel()
-        return {"log_likelihood": log_p, "bits_per_dim": -log_p / (dims * math.log(2))}
+        return {"log_likelihood": log_p, "bits_per_dim": bits_per_dim(log_p, dims)}
 
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()

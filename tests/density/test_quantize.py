@@ -140,3 +140,12 @@ def test_network_input_is_zero_at_the_sky_and_asinh_of_sigmas():
     assert int(quantizer.quantize(torch.zeros(1, 1, 1, 1)).levels) == 30
     scale = quantizer.level_scale
     assert (scale.sky_level, scale.sigma_levels, scale.n_levels) == (30.0, 12.0, 1024)
+
+
+def test_clipped_fraction_of_each_image():
+    quantizer = Quantizer(offset=-30.0, step=1.0, n_levels=256)
+    x = torch.zeros(3, 1, 10, 10)
+    x[1].view(-1)[:4] = 1e6  # 4 of 100 pixels above the top level
+    x[2].view(-1)[:10] = -1e3  # 10 below
+    quantized = quantizer.quantize(x)
+    assert quantized.clipped_per_image.tolist() == pytest.approx([0.0, 0.04, 0.10])
