@@ -32,8 +32,8 @@
 # **Tiny vs full.** With `MORPHO_NOTEBOOK_TINY=1` (as in CI) the notebook runs in about a
 # minute on a laptop: a few hundred 32×32 galaxies, two epochs, a small network. The
 # clusters are then rough: this setting checks that everything runs, not the science. Without
-# it, it simulates 5000 galaxies at 64×64 and trains for 15 epochs (tens of minutes on a
-# CPU, a few on a GPU).
+# it, it simulates 5000 galaxies at 64×64 and trains for 15 epochs (not timed yet: far
+# longer than the tiny run on a CPU).
 
 # %%
 import os
