@@ -40,8 +40,8 @@
 # **Tiny vs full.** With `MORPHO_NOTEBOOK_TINY=1` (as in CI): 300 training galaxies, two
 # epochs and a small network; the samples are then blurry noise with a blob, and the
 # statistics show how far from the real galaxies such a model still is. The full run trains
-# the default network on 8000 galaxies for 10 epochs (about an hour on a CPU, minutes on a
-# GPU).
+# the default network on 8000 galaxies for 10 epochs (not timed yet; the default PixelCNN
+# trains at about 40 images/s on 2 CPU cores, benchmarks/RESULTS.md).
 
 # %%
 import os

@@ -33,7 +33,7 @@
 # **Tiny vs full.** With `MORPHO_NOTEBOOK_TINY=1` (as in CI): 600 galaxies at 32×32, four
 # epochs, a small network, four classical fits; the network is then still poor (errors of
 # tens of per cent), which the plots show. The full run trains the default network on 20000
-# galaxies at 64×64 for 30 epochs (about an hour on a CPU) and fits 20 galaxies classically;
+# galaxies at 64×64 for 30 epochs (not timed yet) and fits 20 galaxies classically;
 # `benchmarks/sersic.py` has the measured accuracy and speed of both methods.
 
 # %%

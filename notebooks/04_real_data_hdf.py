@@ -40,7 +40,7 @@
 # two epochs on 300 simulated galaxies, the 250 brightest sources are kept and the PixelCNN
 # is small: about a minute on a laptop, and rough results. The full run keeps every
 # source that fits a stamp, trains the autoencoder on 5000 galaxies for 15 epochs and the
-# default PixelCNN for 20 epochs (an hour or so on a CPU).
+# default PixelCNN for 20 epochs (not timed yet).
 
 # %%
 import os
