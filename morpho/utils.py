@@ -6,11 +6,11 @@ import contextlib
 import functools
 import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_output", "available_cpus", "lazy_exports"]
+__all__ = ["atomic_output", "available_cpus", "check_new", "lazy_exports"]
 
 
 def available_cpus() -> int:
@@ -44,6 +44,19 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_new(paths: Iterable[str | os.PathLike], *, overwrite: bool) -> None:
+    """Refuse, before any work, to replace existing outputs unless ``overwrite``.
+
+    Raises
+    ------
+    FileExistsError
+        Naming the first existing path.
+    """
+    for path in paths:
+        if Path(path).exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
 
 
 def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable, Callable]:

@@ -6,9 +6,15 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["report_user_errors"]
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+    from torch.utils.data import Dataset
+
+    from morpho.data.datamodule import GalaxyDataModule
+
+__all__ = ["prepared_dataset", "report_user_errors"]
 
 T = TypeVar("T")
 
@@ -36,3 +42,12 @@ def report_user_errors(command: str) -> Callable[[Callable[..., T]], Callable[..
         return wrapper
 
     return decorate
+
+
+def prepared_dataset(fabric: Fabric, datamodule: GalaxyDataModule, split: str) -> Dataset:
+    """The ``split`` of ``datamodule``, its data prepared once per node (by local rank 0)
+    while the other ranks wait."""
+    if fabric.local_rank == 0:
+        datamodule.prepare_data()
+    fabric.barrier()
+    return datamodule.dataset(split)

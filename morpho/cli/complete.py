@@ -19,12 +19,12 @@ from morpho.config import config_dir
 from morpho.density.completion import complete_image, make_mask, read_image
 from morpho.density.generate import check_count, check_label
 from morpho.density.outputs import (
-    check_new,
     provenance_header,
     save_completions_picture,
     write_cube,
 )
 from morpho.models import load_model
+from morpho.utils import check_new
 
 __all__ = ["complete", "main"]
 

@@ -17,12 +17,12 @@ from morpho.cli._common import report_user_errors
 from morpho.config import config_dir
 from morpho.density.generate import check_count, check_label, draw_samples
 from morpho.density.outputs import (
-    check_new,
     provenance_header,
     save_samples_picture,
     write_cube,
 )
 from morpho.models import load_model
+from morpho.utils import check_new
 
 __all__ = ["main", "sample"]
 

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import pandas as pd
+from lightning.fabric import Fabric
 from omegaconf import DictConfig
 
-from morpho.cli._common import report_user_errors
+from morpho.cli._common import prepared_dataset, report_user_errors
 from morpho.config import config_dir
 from morpho.data.datamodule import GalaxyDataModule
-from morpho.density.outputs import check_new, save_anomalies_picture
-from morpho.density.score import fit_baseline, score_dataset
+from morpho.density.outputs import save_anomalies_picture
+from morpho.density.score import fit_baseline, iter_scores, score_dataset, warn_clipped
 from morpho.models import load_model
 from morpho.sersic.table import FORMATS, write_table
+from morpho.sharding import launch, part_paths, read_parquet_parts, shard
+from morpho.utils import atomic_output, check_new
 
 __all__ = ["main", "score"]
 
@@ -38,39 +42,75 @@ def _table_paths(cfg: DictConfig) -> list[Path]:
     return paths
 
 
-def score(cfg: DictConfig) -> dict[str, Path]:
+def score(cfg: DictConfig) -> dict[str, Path] | None:
     """Score ``cfg.data`` (split ``cfg.split``) with the PixelCNN checkpoint ``cfg.ckpt_path``.
+
+    Runs on the ranks of ``cfg.trainer`` (one CPU process by default); each scores one
+    share of the galaxies (see :mod:`morpho.sharding`) and rank 0 writes the outputs.
 
     Returns
     -------
-    dict
-        Name -> path of every file written.
+    dict or None
+        Name -> path of every file written, on global rank 0 (None on the other ranks).
     """
+    return launch(cfg.get("trainer"), _score_on_rank, cfg)
+
+
+def _score_on_rank(fabric: Fabric, cfg: DictConfig) -> dict[str, Path] | None:
     paths = _table_paths(cfg)
     model = load_model(cfg.ckpt_path, kind="pixelcnn")
-    dm: GalaxyDataModule = hydra.utils.instantiate(cfg.data)
-    dm.prepare_data()
-    dataset = dm.dataset(cfg.split)
+    datamodule: GalaxyDataModule = hydra.utils.instantiate(cfg.data)
+    dataset = prepared_dataset(fabric, datamodule, cfg.split)
     baseline = None
     if cfg.baseline:
         baseline = fit_baseline(
             model.quantizer,
-            dm.dataset("train"),
+            datamodule.dataset("train"),
             max_images=cfg.baseline_images,
             batch_size=cfg.batch_size,
             seed=cfg.seed,
         )
-    table = score_dataset(
-        model,
+    options = {
+        "baseline": baseline,
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+        "n_draws": cfg.n_draws,
+        "window": cfg.window,
+        "seed": cfg.seed,
+        "device": fabric.device,
+    }
+    if fabric.world_size == 1:
+        table = score_dataset(model, dataset, **options)
+    else:
+        table = _score_shares(fabric, model, dataset, paths[0], options)
+        if table is None:
+            return None
+        warn_clipped(table, model.quantizer)
+    written = _write_outputs(cfg, table, dataset, paths)
+    log.info("Scored %d galaxies on %d rank(s)", len(table), fabric.world_size)
+    return written
+
+
+def _score_shares(fabric: Fabric, model, dataset, output: Path, options: dict):
+    """Score this rank's share into a part file; on rank 0, the joined table."""
+    parts = part_paths(output, fabric.world_size)
+    mine = shard(
         dataset,
-        baseline=baseline,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        n_draws=cfg.n_draws,
-        window=cfg.window,
-        seed=cfg.seed,
-        device=cfg.device,
+        batch_size=options["batch_size"],
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
     )
+    if len(mine):
+        rows = pd.concat(list(iter_scores(model, mine, **options)), ignore_index=True)
+        with atomic_output(parts[fabric.global_rank], overwrite=True) as tmp:
+            rows.to_parquet(tmp, index=False)
+    fabric.barrier()
+    if fabric.global_rank != 0:
+        return None
+    return read_parquet_parts(parts)
+
+
+def _write_outputs(cfg: DictConfig, table: pd.DataFrame, dataset, paths: list[Path]):
     written = {p.name: write_table(table, p, overwrite=cfg.overwrite) for p in paths}
     top = table.nlargest(min(int(cfg.show), len(table)), "local")
     if len(top):

@@ -28,6 +28,7 @@ The likelihood-ratio score against the simple neighbour baseline
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,13 @@ SCORES = ("typicality", "local")
 
 @torch.no_grad()
 def expected_surprise(
-    params: Tensor, *, n_mix: int, n_bands: int, scale, n_draws: int = 16, seed: int = 0
+    params: Tensor,
+    *,
+    n_mix: int,
+    n_bands: int,
+    scale,
+    n_draws: int = 16,
+    seed: int | Sequence[int] = 0,
 ) -> tuple[Tensor, Tensor]:
     """Mean and variance of ``-ln p`` of each pixel under its own predictive mixture.
 
@@ -55,7 +62,9 @@ def expected_surprise(
     scale : LevelScale
     n_draws : int
         Monte-Carlo draws per pixel (>= 2).
-    seed : int
+    seed : int or sequence of int
+        One seed for the batch, or one per image (N): then each image's draws depend
+        on its seed alone, not on the batch it came in.
 
     Returns
     -------
@@ -64,11 +73,10 @@ def expected_surprise(
     """
     if n_draws < 2:
         raise ValueError(f"n_draws must be >= 2, got {n_draws}")
-    generator = torch.Generator().manual_seed(int(seed))
     n, _, h, w = params.shape
+    uniforms = _uniforms(seed, n_draws, (n, 1 + n_bands, h, w))
     draws = []
-    for _ in range(n_draws):
-        u = torch.rand(n, 1 + n_bands, h, w, generator=generator, dtype=torch.float64)
+    for u in uniforms:
         levels = sample_mixture(
             params, u.to(params.device), n_mix=n_mix, n_bands=n_bands, scale=scale
         )
@@ -77,9 +85,32 @@ def expected_surprise(
     return stacked.mean(dim=0), stacked.var(dim=0)
 
 
+def _uniforms(seed: int | Sequence[int], n_draws: int, shape: tuple[int, ...]) -> Tensor:
+    """(n_draws, *shape) float64 uniforms: from one generator, or one per image."""
+    if isinstance(seed, int):
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(n_draws, *shape, generator=generator, dtype=torch.float64)
+    seeds = [int(s) for s in seed]
+    if len(seeds) != shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for {shape[0]} images")
+    per_image = [
+        torch.rand(
+            n_draws, *shape[1:], generator=torch.Generator().manual_seed(s), dtype=torch.float64
+        )
+        for s in seeds
+    ]
+    return torch.stack(per_image, dim=1)
+
+
 @torch.no_grad()
 def surprise_map(
-    model, levels: Tensor, labels=None, vectors=None, *, n_draws: int = 16, seed: int = 0
+    model,
+    levels: Tensor,
+    labels=None,
+    vectors=None,
+    *,
+    n_draws: int = 16,
+    seed: int | Sequence[int] = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``ln p`` of every pixel, its surprise ``s`` and the surprise's variance ``v``.
 
@@ -91,8 +122,10 @@ def surprise_map(
         Quantised images, on the model's device.
     labels, vectors : tensor, optional
         Conditioning of a conditional model.
-    n_draws, seed : int
-        Monte-Carlo draws per pixel of the expected surprise, and their seed.
+    n_draws : int
+        Monte-Carlo draws per pixel of the expected surprise.
+    seed : int or sequence of int
+        Their seed, or one seed per image (see :func:`expected_surprise`).
 
     Returns
     -------

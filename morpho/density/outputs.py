@@ -10,7 +10,7 @@ gives back the integer levels). Every file is written under a temporary name and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from morpho.plotting import save_mosaic
 from morpho.utils import atomic_output
 
 __all__ = [
-    "check_new",
     "provenance_header",
     "save_anomalies_picture",
     "save_completions_picture",
@@ -33,19 +32,6 @@ __all__ = [
 ]
 
 Card = tuple[Any, str]
-
-
-def check_new(paths: Iterable[str | os.PathLike], *, overwrite: bool) -> None:
-    """Refuse, before any work, to replace existing outputs unless ``overwrite``.
-
-    Raises
-    ------
-    FileExistsError
-        Naming the first existing path.
-    """
-    for path in paths:
-        if Path(path).exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
 
 
 def _card(value: Any, comment: str) -> tuple[Any, str]:

@@ -21,7 +21,7 @@ table, never the whole data set.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,10 @@ __all__ = [
     "BASELINE_COLUMNS",
     "SCORE_COLUMNS",
     "fit_baseline",
+    "image_seeds",
     "iter_scores",
     "score_dataset",
+    "warn_clipped",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,22 @@ def fit_baseline(
     return NeighbourGaussian(n_levels=int(quantizer.n_levels)).fit(levels)
 
 
+def image_seeds(seed: int, indices: Sequence[int]) -> list[int]:
+    """One random seed per galaxy, from the run's ``seed`` and each galaxy's ``index``.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` or an index is negative.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return [
+        int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+        for index in indices
+    ]
+
+
 def iter_scores(
     model: PixelCNNModule,
     dataset: Dataset,
@@ -142,7 +160,9 @@ def iter_scores(
         DataLoader settings.
     n_draws, window, seed : int
         Monte-Carlo draws of the expected surprise, the side (pixels) of the ``local``
-        score's boxes, and the draws' seed (batch ``b`` uses ``seed + b``).
+        score's boxes, and the draws' seed: each galaxy's draws use a seed made from
+        ``seed`` and its ``index`` (:func:`image_seeds`), so a galaxy's scores do not
+        depend on the batch or the rank it is scored in.
     device : str or torch.device
         Where the network runs.
 
@@ -153,7 +173,7 @@ def iter_scores(
     """
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    for number, batch in enumerate(loader):
+    for batch in loader:
         if batch["image"].shape[1] != model.net.in_channels:
             raise DataError(
                 f"the data have {batch['image'].shape[1]} band(s) but the checkpoint was trained "
@@ -163,7 +183,11 @@ def iter_scores(
         levels, clipped = quantized.levels, quantized.clipped_per_image.cpu().numpy()
         cond = {k: v.to(device) for k, v in _conditioning(model, batch).items()}
         log_prob, surprise, variance = surprise_map(
-            model, levels.to(device), **cond, n_draws=n_draws, seed=seed + number
+            model,
+            levels.to(device),
+            **cond,
+            n_draws=n_draws,
+            seed=image_seeds(seed, batch["index"].tolist()),
         )
         log_likelihood = log_prob.sum(dim=(1, 2)).double()
         scores = local_scores(surprise, variance, window=window)
@@ -185,7 +209,8 @@ def iter_scores(
 def score_dataset(model: PixelCNNModule, dataset: Dataset, **kwargs) -> pd.DataFrame:
     """The whole score table of ``dataset`` (see :func:`iter_scores`, which takes ``kwargs``).
 
-    Logs a warning with the number of images that had pixels clipped.
+    Logs a warning with the number of images that had pixels clipped
+    (:func:`warn_clipped`).
 
     Raises
     ------
@@ -196,9 +221,15 @@ def score_dataset(model: PixelCNNModule, dataset: Dataset, **kwargs) -> pd.DataF
     if not parts:
         raise DataError("the data set is empty: nothing to score")
     table = pd.concat(parts, ignore_index=True)
+    warn_clipped(table, model.quantizer)
+    return table
+
+
+def warn_clipped(table: pd.DataFrame, quantizer: Quantizer) -> None:
+    """Log a warning if some images of a score table had pixels clipped."""
     clipped = int((table["clipped_fraction"] > 0).sum())
     if clipped:
-        low, high = model.quantizer.flux_range
+        low, high = quantizer.flux_range
         log.warning(
             "%d of %d images have pixels outside the quantisation range [%g, %g] and were "
             "clipped (up to %.3g%% of an image's pixels; see the clipped_fraction column): "
@@ -209,4 +240,3 @@ def score_dataset(model: PixelCNNModule, dataset: Dataset, **kwargs) -> pd.DataF
             high,
             100 * table["clipped_fraction"].max(),
         )
-    return table

@@ -131,6 +131,25 @@ def test_score_likelihoods_are_the_models_own(trained):
     torch.testing.assert_close(log_prob, model.pixel_log_prob(levels))
 
 
+def test_a_galaxys_scores_do_not_depend_on_its_batch(trained):
+    """The Monte-Carlo draws are seeded per galaxy (by ``seed`` and ``index``): scored in
+    batches of 2 or of 5, or alone, a galaxy gets the same anomaly scores; another seed
+    gives other draws."""
+    model = load_model(trained["ckpt"], kind="pixelcnn")
+    images = torch.from_numpy(
+        np.random.default_rng(1).normal(0.0, 6.0, size=(5, 1, SIZE, SIZE)).astype(np.float32)
+    )
+    items = [{"image": image, "id": f"g{i}", "index": 10 + i} for i, image in enumerate(images)]
+    columns = ["typicality", "local"]
+    pairs = score_dataset(model, items, batch_size=2, n_draws=4)[columns]
+    whole = score_dataset(model, items, batch_size=5, n_draws=4)[columns]
+    alone = score_dataset(model, items[3:4], batch_size=1, n_draws=4)[columns]
+    np.testing.assert_allclose(pairs, whole, rtol=1e-5, atol=1e-5)  # float32 network
+    np.testing.assert_allclose(alone.iloc[0], whole.iloc[3], rtol=1e-5, atol=1e-5)
+    other = score_dataset(model, items, batch_size=5, n_draws=4, seed=1)[columns]
+    assert not np.allclose(other, whole, rtol=1e-3)
+
+
 def test_score_reports_clipped_images(trained, caplog):
     model = load_model(trained["ckpt"], kind="pixelcnn")
     images = torch.zeros(3, 1, SIZE, SIZE)

@@ -18,8 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from astropy.io import fits
 
 from morpho.data.simulate import SimulationSpec, simulate_to_hdf5
 from morpho.models import read_checkpoint
@@ -97,7 +101,12 @@ def _clean_env() -> dict[str, str]:
 
 def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``morpho-train *args`` in ``cwd``; fail the test (killing every rank) on timeout."""
-    exe = BIN / "morpho-train"
+    return _morpho("morpho-train", *args, cwd=cwd)
+
+
+def _morpho(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``command *args`` in ``cwd``; fail the test (killing every rank) on timeout."""
+    exe = BIN / command
     if not exe.exists():
         pytest.fail(f"{exe} is missing: install morpho (make install) before running the tests")
     with subprocess.Popen(
@@ -114,19 +123,19 @@ def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
-            pytest.fail(f"morpho-train hung for {TIMEOUT_S} s:\n{stderr[-3000:]}")
-    _assert_no_rank_left(proc.pid)
+            pytest.fail(f"{command} hung for {TIMEOUT_S} s:\n{stderr[-3000:]}")
+    _assert_no_rank_left(proc.pid, command)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def _assert_no_rank_left(group: int) -> None:
-    """Fail if a process of ``group`` still runs a second after morpho-train ended."""
+def _assert_no_rank_left(group: int, command: str) -> None:
+    """Fail if a process of ``group`` still runs a second after ``command`` ended."""
     for _ in range(10):
         if not _running_members(group):
             return
         time.sleep(0.1)
     os.killpg(group, signal.SIGKILL)
-    pytest.fail("a rank was still running after morpho-train had ended")
+    pytest.fail(f"a rank was still running after {command} had ended")
 
 
 def _running_members(group: int) -> list[int]:
@@ -259,3 +268,108 @@ def test_a_failing_rank_ends_the_whole_job(rank, galaxies, tmp_path):
     )
     assert result.returncode != 0
     assert f"rank {rank} fails on purpose" in result.stderr
+
+
+# Inference split across ranks ------------------------------------------------------------
+
+INFERENCE = {
+    "autoencoder": ("morpho-embed", "output={out}"),
+    "pixelcnn": ("morpho-score", "output_dir={out}"),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(galaxies, tmp_path_factory) -> dict[str, Path]:
+    """An autoencoder and a PixelCNN trained one epoch in one process (read-only)."""
+    root = tmp_path_factory.mktemp("inference_models")
+    args = [a for a in COMMON if not a.startswith(("trainer=", "callbacks="))]
+    paths = {}
+    for model in INFERENCE:
+        result = _train(
+            *TINY_MODEL[model],
+            *args,
+            "trainer=cpu",
+            "callbacks=default",
+            "callbacks.progress_bar=null",
+            f"data.source.path={galaxies}",
+            "test=false",
+            f"hydra.run.dir={model}",
+            cwd=root,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        paths[model] = root / model / "checkpoints" / "last.ckpt"
+    return paths
+
+
+def _infer(model: str, trainer: str, data: list[str], ckpt: Path, out: Path, cwd: Path):
+    command, output = INFERENCE[model]
+    extra = ["n_draws=4", "baseline_images=20", "tables=[scores.parquet]"]
+    return _morpho(
+        command,
+        f"ckpt_path={ckpt}",
+        f"trainer={trainer}",
+        *data,
+        "data.image_size=32",
+        "data.num_workers=0",
+        "split=all",
+        "batch_size=5",
+        *(extra if model == "pixelcnn" else []),
+        output.format(out=out),
+        f"hydra.run.dir={out.name}_run",
+        cwd=cwd,
+    )
+
+
+def _table(model: str, out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out if model == "autoencoder" else out / "scores.parquet")
+
+
+@pytest.mark.parametrize("model", list(INFERENCE))
+def test_two_ranks_write_the_table_of_one_process(model, galaxies, checkpoints, tmp_path):
+    """48 galaxies in batches of 5 (10 batches: 25 and 23 galaxies per rank): the table
+    that two ranks write equals the one-process table exactly, row for row, and no part
+    file is left behind."""
+    data = [f"data.source.path={galaxies}", "data.prepare=null"]
+    if model == "autoencoder":
+        data.append("data.label_key=null")
+    tables = {}
+    for trainer, name in (("cpu", "one"), ("ddp_cpu", "two")):
+        out = tmp_path / (f"{name}.parquet" if model == "autoencoder" else name)
+        result = _infer(model, trainer, data, checkpoints[model], out, tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        tables[name] = _table(model, out)
+    assert len(tables["one"]) == 48
+    np.testing.assert_array_equal(tables["two"]["index"], np.arange(48))
+    pd.testing.assert_frame_equal(tables["two"], tables["one"], check_exact=True)
+    assert not list(tmp_path.rglob("*.parts")), "part files were left behind"
+    command = INFERENCE[model][0].removeprefix("morpho-")
+    run = tmp_path / ("two.parquet_run" if model == "autoencoder" else "two_run")
+    log = (run / f"{command}.log").read_text()
+    assert "48 galaxies" in log
+    assert "on 2 rank(s)" in log
+    assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in the same folder
+
+
+def _stamp_folder(galaxies: Path, folder: Path, *, bad: str) -> Path:
+    """Twelve galaxies of ``galaxies`` as FITS stamps ``g00`` ... ``g11``, and a corrupt
+    file named ``bad`` (sorted first, it falls in rank 0's share; last, in rank 1's)."""
+    folder.mkdir()
+    with h5py.File(galaxies) as h5:
+        images = np.asarray(h5["images"][:12], dtype=np.float32)
+    for i, image in enumerate(images):
+        fits.PrimaryHDU(image[0]).writeto(folder / f"g{i:02d}.fits")
+    (folder / bad).write_bytes(b"SIMPLE  = this is not a FITS file")
+    return folder
+
+
+@pytest.mark.parametrize(("bad", "rank"), [("a_bad.fits", 0), ("z_bad.fits", 1)])
+def test_a_failing_inference_rank_ends_the_whole_job(bad, rank, galaxies, checkpoints, tmp_path):
+    """A corrupt stamp in one rank's share: the job exits non-zero naming the file, no rank
+    is left waiting at the barrier, and no table is written."""
+    folder = _stamp_folder(galaxies, tmp_path / "stamps", bad=bad)
+    data = ["data=fits", f"data.source.path={folder}"]
+    out = tmp_path / "embeddings.parquet"
+    result = _infer("autoencoder", "ddp_cpu", data, checkpoints["autoencoder"], out, tmp_path)
+    assert result.returncode != 0
+    assert bad in result.stderr, result.stderr[-3000:]
+    assert not out.exists()

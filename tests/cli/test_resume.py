@@ -1,6 +1,6 @@
 """Training survives being killed: SIGKILL mid-epoch, then ``ckpt_path=last`` resumes.
 
-Also: the same seed and data on the CPU give the same weights, twice.
+Also: the same seed and data on the CPU give the same weights, embeddings and clusters, twice.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from morpho.data import GalaxyDataset
 from morpho.data.errors import DataError
+from morpho.data.sources import HDF5Source
 from morpho.models import load_model
 from morpho.models.checkpoint import read_checkpoint
+from morpho.taxonomy import Taxonomy
+from morpho.taxonomy.embed import embed_dataset
 
 EPOCHS = 4
 
@@ -123,14 +128,26 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, simulated_file):
 
 
 @pytest.mark.slow
-def test_same_seed_same_weights(tmp_path, simulated_file):
+def test_same_seed_same_weights_embeddings_and_clusters(tmp_path, simulated_file):
+    """Two trainings with the same seed and data: identical weights; the two models
+    embed the 60 galaxies identically, and the taxonomies of those embeddings (seeded)
+    give identical clusters, probabilities and maps."""
     for run in ("a", "b"):
         _train(tmp_path, simulated_file, run, "trainer.max_epochs=1")
-    a = load_model(tmp_path / "a" / "checkpoints" / "last.ckpt").state_dict()
-    b = load_model(tmp_path / "b" / "checkpoints" / "last.ckpt").state_dict()
+    models = [load_model(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("a", "b")]
+    a, b = (model.state_dict() for model in models)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    dataset = GalaxyDataset(HDF5Source(simulated_file), image_size=32)
+    embeddings = [embed_dataset(model, dataset, batch_size=16)[2] for model in models]
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])
+    assert np.unique(embeddings[0], axis=0).shape[0] == len(dataset)  # not all the same
+    taxonomies = [
+        Taxonomy(min_cluster_size=5, n_neighbors=10, random_state=0).fit(z) for z in embeddings
+    ]
+    for name in ("labels_", "probabilities_", "outlier_scores_", "embedding_2d_"):
+        np.testing.assert_array_equal(getattr(taxonomies[0], name), getattr(taxonomies[1], name))
 
 
 def test_resume_refuses_a_file_that_is_not_a_morpho_checkpoint(tmp_path, simulated_file):
