@@ -8,6 +8,10 @@ digests mean equal weights and buffers. Enable it with ``callbacks=ddp_check``.
 warm-up, e.g. ``+callbacks.throughput._target_=morpho.callbacks.TrainingThroughput
 +callbacks.throughput.dirpath=throughput`` (``benchmarks/throughput.py`` uses it to set
 two-process DDP beside one process).
+
+:class:`ChannelsLast` trains in the channels-last memory layout (model and images), which
+oneDNN's convolutions prefer on many CPUs and cuDNN's on tensor-core GPUs:
+``callbacks=channels_last`` (``benchmarks/throughput.py`` measures what it gives).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-__all__ = ["TrainingThroughput", "WeightsDigest", "state_dict_digest"]
+__all__ = ["ChannelsLast", "TrainingThroughput", "WeightsDigest", "state_dict_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,40 @@ class WeightsDigest(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"weights_rank{trainer.global_rank}.txt"
         path.write_text(state_dict_digest(pl_module.state_dict()) + "\n")
+
+
+class ChannelsLast(L.Callback):
+    """Train, validate and test in the channels-last memory layout.
+
+    When a stage starts, the module's 4-D parameters and buffers are put in
+    ``torch.channels_last``; every batch's ``image`` (N, C, H, W) is made channels-last
+    before the step. Values are unchanged: only their order in memory, which decides
+    which convolution kernels run (and so the speed, and the last bits of float sums).
+    Checkpoints store the same tensors in either layout.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        _images_channels_last(batch)
+
+    def on_validation_batch_start(
+        self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        _images_channels_last(batch)
+
+    def on_test_batch_start(
+        self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        _images_channels_last(batch)
+
+
+def _images_channels_last(batch) -> None:
+    """Make ``batch["image"]`` channels-last in place (other batches are left alone)."""
+    image = batch.get("image") if isinstance(batch, dict) else None
+    if isinstance(image, torch.Tensor) and image.ndim == 4:
+        batch["image"] = image.contiguous(memory_format=torch.channels_last)
 
 
 class TrainingThroughput(L.Callback):

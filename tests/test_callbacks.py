@@ -114,3 +114,52 @@ def test_throughput_in_a_real_fit(tmp_path):
     assert record["batches"] == [3]
     assert record["images"] == [24]
     assert record["images_per_second"] > 0
+
+
+class _Convolution(L.LightningModule):
+    """Records the memory layout of each batch's images and of its weight at every step."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.layouts = []
+
+    def training_step(self, batch, batch_idx):
+        channels_last = torch.channels_last
+        self.layouts.append(
+            (
+                batch["image"].is_contiguous(memory_format=channels_last),
+                self.conv.weight.is_contiguous(memory_format=channels_last),
+            )
+        )
+        return self.conv(batch["image"]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_convolution(tmp_path, extra_callbacks) -> _Convolution:
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = _Convolution()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=extra_callbacks,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, DataLoader([{"image": x} for x in images], batch_size=4))
+    return model
+
+
+def test_channels_last_trains_in_that_layout_to_the_same_weights(tmp_path):
+    plain = _fit_convolution(tmp_path, [])
+    fast = _fit_convolution(tmp_path, [callbacks.ChannelsLast()])
+    assert plain.layouts == [(False, False)] * 3
+    assert fast.layouts == [(True, True)] * 3
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-5, atol=1e-6)

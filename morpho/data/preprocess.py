@@ -81,6 +81,9 @@ class Preprocessor(FittedStateModule):
         self.register_buffer("mean", torch.empty(0))
         self.register_buffer("std", torch.empty(0))
         self.register_buffer("fitted", torch.tensor(False))
+        # Whether ``fitted`` was last seen True: checked once, not read back from the
+        # device at every call (cleared when a state dict is loaded).
+        self._seen_fitted = False
 
     def fit(self, images: Tensor | Iterable[Tensor]) -> Preprocessor:
         """Fit the stretch and the per-band statistics on training images.
@@ -140,12 +143,17 @@ class Preprocessor(FittedStateModule):
                 "normalize=False)"
             )
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._seen_fitted = False
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _check_input(self, x: Tensor, name: str) -> None:
-        if not bool(self.fitted):
+        if not self._seen_fitted and not bool(self.fitted):
             raise RuntimeError(
                 "Preprocessor is not fitted: call fit() on the training images, or "
                 "load_state_dict() a fitted Preprocessor"
             )
+        self._seen_fitted = True
         bands = check_images(x, name=name)
         if bands != self.mean.numel():
             raise ValueError(

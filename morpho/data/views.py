@@ -28,10 +28,14 @@ def _gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:
     return kernel / kernel.sum(dim=1, keepdim=True)
 
 
-def _blur(images: Tensor, sigma: Tensor) -> Tensor:
-    """Separable Gaussian blur with one σ (pixels) per image."""
+def _blur(images: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
+    """Separable Gaussian blur with one σ (pixels, at most ``max_sigma``) per image.
+
+    The kernels reach ``3 max_sigma``: a size known before the batch is drawn, so the
+    step never waits for the device to say how large this batch's σ came out.
+    """
     n, c, h, w = images.shape
-    radius = max(1, math.ceil(3 * float(sigma.max())))
+    radius = max(1, math.ceil(3 * max_sigma))
     kernel = _gaussian_kernels(sigma, radius).repeat_interleave(c, dim=0)  # (N·C, K)
     flat = images.reshape(1, n * c, h, w)
     pad = (radius, radius, radius, radius)
@@ -114,7 +118,7 @@ class NuisanceViews(nn.Module):
         n = images.shape[0]
         out = images
         if self.max_blur > 0:
-            out = _blur(out, self._uniform(n, 0.0, self.max_blur, images))
+            out = _blur(out, self._uniform(n, 0.0, self.max_blur, images), self.max_blur)
         if self.max_noise_factor > 1:
             sigma = border_noise_sigma(images)
             factor = self._uniform(n, 1.0, self.max_noise_factor, images)[:, None]

@@ -49,21 +49,32 @@ class QuantizedImages:
     ----------
     levels : (N, C, H, W) int64 tensor
         Quantised images, in ``[0, n_levels - 1]``.
-    clipped_low, clipped_high : float
-        Fractions of pixels below level 0 or above the top level before clipping.
+    below, above : () float64 tensors
+        Fractions of pixels below level 0 or above the top level before clipping, on
+        the images' device (reading them waits for the device; see the properties).
     clipped_per_image : (N,) float64 tensor
         Fraction of each image's pixels (× bands) clipped at either end.
     """
 
     levels: Tensor
-    clipped_low: float
-    clipped_high: float
+    below: Tensor
+    above: Tensor
     clipped_per_image: Tensor
+
+    @property
+    def clipped_low(self) -> float:
+        """Fraction of pixels that were below level 0."""
+        return float(self.below)
+
+    @property
+    def clipped_high(self) -> float:
+        """Fraction of pixels that were above the top level."""
+        return float(self.above)
 
     @property
     def clipped_fraction(self) -> float:
         """Fraction of all pixels that were clipped at either end."""
-        return self.clipped_low + self.clipped_high
+        return float(self.below + self.above)
 
 
 @dataclass(frozen=True)
@@ -134,20 +145,20 @@ class Quantizer:
             raise ValueError("images hold NaN or inf: fill them before quantising")
         raw = torch.floor((x - self.offset) / self.step + 0.5)
         below, above = raw < 0, raw > self.n_levels - 1
-        low = below.double().mean().item() if raw.numel() else 0.0
-        high = above.double().mean().item() if raw.numel() else 0.0
+        zero = torch.zeros((), dtype=torch.float64, device=raw.device)
+        low = below.double().mean() if raw.numel() else zero
+        high = above.double().mean() if raw.numel() else zero
         per_image = (below | above).flatten(1).double().mean(dim=1) if raw.ndim > 1 else None
         if strict and (low or high):
             lo, hi = self.flux_range
             raise ValueError(
-                f"{low:.3%} of pixels are below and {high:.3%} above the quantisation range "
+                f"{float(low):.3%} of pixels are below and {float(high):.3%} above the "
+                "quantisation range "
                 f"[{lo:g}, {hi:g}] (offset {self.offset:g}, step {self.step:g}, "
                 f"{self.n_levels} levels); raise n_levels or lower the offset"
             )
         levels = raw.clamp(0, self.n_levels - 1).to(torch.int64)
-        return QuantizedImages(
-            levels=levels, clipped_low=low, clipped_high=high, clipped_per_image=per_image
-        )
+        return QuantizedImages(levels=levels, below=low, above=high, clipped_per_image=per_image)
 
     def dequantize(self, levels: Tensor | np.ndarray) -> Tensor:
         """Flux images (float32, image units) of integer levels: ``offset + k step``."""

@@ -92,6 +92,7 @@ class PixelCNNModule(MorphoModule):
         self.register_buffer("label_counts", torch.zeros(max(net.n_classes, 1), dtype=torch.int64))
         self.register_buffer("image_shape", torch.zeros(3, dtype=torch.int64))
         self._epoch_counts: Tensor | None = None
+        self._recorded_shape: tuple[int, ...] | None = None
 
     def setup(self, stage: str) -> None:
         """Warn when the data's augmentation interpolates pixels (no preprocessor is needed)."""
@@ -151,7 +152,9 @@ class PixelCNNModule(MorphoModule):
                 f"this model knows labels {seen}"
             )
 
-    def _levels(self, images: Tensor, *, strict: bool) -> tuple[Tensor, float]:
+    def _levels(self, images: Tensor, *, strict: bool) -> tuple[Tensor, Tensor]:
+        """Levels on the model's device and the clipped fraction (a () tensor, not read
+        back from the device)."""
         if images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if images.shape[1] != self.net.in_channels:
@@ -160,7 +163,7 @@ class PixelCNNModule(MorphoModule):
                 f"{self.net.in_channels}"
             )
         quantized = self.quantizer.quantize(images.detach(), strict=strict)  # on their device
-        return quantized.levels.to(self.device), quantized.clipped_fraction
+        return quantized.levels.to(self.device), quantized.below + quantized.above
 
     def pixel_log_prob(self, levels: Tensor, labels=None, vectors=None) -> Tensor:
         """ln p of every pixel given those before it, (N, H, W), for (N, C, H, W) levels."""
@@ -280,6 +283,13 @@ class PixelCNNModule(MorphoModule):
         return int(self.image_shape[1]), int(self.image_shape[2])
 
     # -- training ----------------------------------------------------------------------
+    def _record_shape(self, shape: torch.Size) -> None:
+        """Keep the training images' (C, H, W) in the ``image_shape`` buffer: copied to
+        the device when it changes, not at every step."""
+        if tuple(shape) != self._recorded_shape:
+            self.image_shape.copy_(torch.tensor(tuple(shape)))
+            self._recorded_shape = tuple(shape)
+
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         images = batch["image"]
         levels, clipped = self._levels(images, strict=False)
@@ -287,9 +297,12 @@ class PixelCNNModule(MorphoModule):
         vectors = batch.get("columns")
         log_p = self.pixel_log_prob(levels, labels, vectors)  # checks the labels
         if stage == "train":
-            self.image_shape.copy_(torch.tensor(levels.shape[1:]))
+            self._record_shape(levels.shape[1:])
             if self.hparams.condition == "label":
-                counts = torch.bincount(labels.long(), minlength=self.net.n_classes)
+                labels = labels.long()
+                counts = torch.zeros_like(self.label_counts).scatter_add_(
+                    0, labels, torch.ones_like(labels)
+                )
                 seen = self._epoch_counts
                 self._epoch_counts = counts if seen is None else seen + counts
         bits = -log_p.mean() / (levels.shape[1] * math.log(2))

@@ -17,7 +17,8 @@ widen the vertical receptive field at no cost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,14 @@ class GatedBlock(nn.Module):
         return self.gate(x, h, condition)
 
 
+@contextmanager
+def _float32(x: Tensor) -> Iterator[Tensor]:
+    """Yield ``x`` in float32 (float64 stays) with autocast switched off for the block."""
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield x.to(dtype)
+
+
 class PixelCNN(nn.Module):
     """Autoregressive density network: image ``(N, C, H, W)`` -> mixture parameters per pixel.
 
@@ -166,6 +175,12 @@ class PixelCNN(nn.Module):
     :meth:`morpho.density.quantize.Quantizer.network_input` and returns
     ``(N, mixture_channels(n_mix, C), H, W)`` parameters; the output at (i, j)
     depends only on pixels before (i, j) in raster order (tested by gradients).
+
+    Under mixed precision (``torch.autocast``) the input convolutions and the output
+    layer still run in float32, and the parameters come out in float32: the input
+    holds ``asinh`` of up to 65 536 levels, and a mixture location ``sinh(m̂)`` read
+    from a bfloat16 ``m̂`` (8 significant bits) would be off by several noise σ on
+    bright pixels. The blocks between them run in the autocast dtype.
     """
 
     @remember_init
@@ -253,9 +268,11 @@ class PixelCNN(nn.Module):
         self, x: Tensor, labels: Tensor | None = None, vectors: Tensor | None = None
     ) -> Tensor:
         cond = self.condition(labels, vectors)
-        u = self.u_in(x)
-        ul = self.ul_in_up(x) + self.ul_in_left(x)
+        with _float32(x) as x32:
+            u = self.u_in(x32)
+            ul = self.ul_in_up(x32) + self.ul_in_left(x32)
         for u_block, ul_block in zip(self.u_blocks, self.ul_blocks, strict=True):
             u = u_block(u, condition=cond)
             ul = ul_block(ul, aux=u, condition=cond)
-        return self.out(F.elu(ul))
+        with _float32(F.elu(ul)) as features:
+            return self.out(features)

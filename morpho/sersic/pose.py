@@ -74,20 +74,18 @@ def _moments(images: Tensor, weight_sigma: float) -> tuple[Tensor, ...]:
 
 
 def _apply(images: Tensor, flip: Tensor, transpose: Tensor, turn: Tensor) -> Tensor:
-    """Flip, then transpose, then turn each image as its flags say; one copy per group."""
-    out = torch.empty_like(images)
-    code = flip.long() + 2 * transpose.long() + 4 * turn.long()
-    for value in code.unique().tolist():
-        rows = torch.nonzero(code == value).flatten()
-        group = images.index_select(0, rows)
-        if value & 1:
-            group = group.flip(-1)
-        if value & 2:
-            group = group.transpose(-1, -2)
-        if value & 4:
-            group = group.flip(-1, -2)
-        out.index_copy_(0, rows, group.contiguous())
-    return out
+    """Flip, then transpose, then turn each image as its (N,) boolean flags say.
+
+    Every image is transformed and kept or not by ``torch.where``: no group sizes are read
+    back from the device, so the step never waits for it (and compiles to one graph).
+    """
+
+    def where(flag: Tensor, changed: Tensor, unchanged: Tensor) -> Tensor:
+        return torch.where(flag.view(-1, *([1] * (images.ndim - 1))), changed, unchanged)
+
+    out = where(flip, images.flip(-1), images)
+    out = where(transpose, out.transpose(-1, -2), out)
+    return where(turn, out.flip(-1, -2), out)
 
 
 def canonical_pose(images: Tensor, *, weight_sigma: float = 8.0) -> tuple[Tensor, Pose]:

@@ -179,3 +179,34 @@ def test_shifted_convolution_reads_the_documented_window(kernel, kind, shift, di
         torch.testing.assert_close(
             out[:, :, i, j], layer.conv(window)[:, :, 0, 0], rtol=1e-12, atol=1e-14
         )
+
+
+def test_mixed_precision_keeps_the_likelihood_of_bright_pixels():
+    """Under bfloat16 autocast the input and output layers stay float32, so the mixture of
+    a bright galaxy (peak 2000 levels above a sky of 100, σ 10 levels) keeps its float32
+    log-probabilities to 0.02 nats per pixel on average; the blocks alone run in bfloat16
+    (without the float32 ends, bfloat16 locations sinh(m̂) and levels would be off by
+    several σ on the brightest pixels)."""
+    torch.manual_seed(0)
+    net = PixelCNN(in_channels=1, channels=16, n_blocks=2, n_mix=3).eval()
+    quantizer = Quantizer(offset=-100.0, step=1.0, n_levels=65536, background_sigma=10.0)
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    flux = 2000 * torch.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 8) + 10 * torch.randn(16, 16)
+    levels = quantizer.quantize(flux[None, None]).levels
+    x = quantizer.network_input(levels)
+
+    def log_prob():
+        params = net(x)
+        assert params.dtype == torch.float32
+        return mixture_log_prob(levels, params, n_mix=3, scale=quantizer.level_scale)
+
+    with torch.no_grad():
+        exact = log_prob()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = log_prob()
+            assert net.u_blocks[0](net.u_in(x)).dtype == torch.bfloat16  # the blocks: bf16
+    assert (levels > 1000).sum() > 5
+    error = (mixed - exact).abs()
+    # Measured: 0.006 mean and 0.13 largest; 0.077 and 1.47 with the whole net in bfloat16.
+    assert error.mean() < 0.02
+    assert error.max() < 0.3
