@@ -256,7 +256,12 @@ def run(args) -> dict:
     model = load_model(ckpt, kind="pixelcnn")
     test = _read(test_path)
     train_levels = model.quantizer.quantize(_read(train_path, 2000)["images"]).levels
-    result = {"checkpoint": str(ckpt), "train_seconds": trained - start, **size}
+    result = {
+        "checkpoint": str(ckpt),
+        "train_seconds": trained - start,
+        "train_overrides": list(args.override),
+        **size,
+    }
     result.update(density_figures(model, test, train_levels))
     if not args.skip_sampling:
         result.update(sampling_figures(model, args.naive_pixels))

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
-from morpho.taxonomy.reduce import make_umap, shared_neighbours
+from morpho.taxonomy.reduce import fit_umap, make_umap, shared_neighbours
 from morpho.taxonomy.tree import taxonomy_tree
 from morpho.utils import available_cpus, keeps_torch_threads
 
@@ -57,7 +57,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     ``n_components`` dimensions for clustering and, separately, to
     ``map_components`` (2) for maps; HDBSCAN clusters the first reduction.
     Both reductions use the same k-nearest-neighbour graph
-    (:mod:`morpho.taxonomy.reduce`).
+    (:mod:`morpho.taxonomy.reduce`), and the map starts from the clustering
+    embedding's leading principal axes, so that a few epochs spread it for viewing.
 
     Parameters
     ----------
@@ -84,7 +85,15 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     map_min_dist : float
         UMAP ``min_dist`` of the map embedding; larger spreads clusters for viewing.
     n_epochs : int or None
-        UMAP optimisation epochs; None lets umap-learn choose (200 or 500).
+        Optimisation epochs of the clustering UMAP. None: 500 below 10 000 galaxies
+        (umap-learn's choice), 100 from 10 000 up (umap-learn's is 200; 100 halve the
+        time of the largest step, so that 100 000 galaxies take under 3 minutes on
+        2 cores, see ``benchmarks/RESULTS.md``).
+    map_n_epochs : int or None
+        Optimisation epochs of the map UMAP, which starts from the first
+        ``map_components`` principal axes of the clustering embedding (from
+        umap-learn's spectral layout when ``map_components > n_components``); None
+        lets umap-learn choose.
     standardize : bool
         Scale every input dimension to zero mean and unit variance before UMAP.
     random_state : int or None
@@ -131,6 +140,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         map_components: int = 2,
         map_min_dist: float = 0.1,
         n_epochs: int | None = None,
+        map_n_epochs: int | None = 30,
         standardize: bool = True,
         random_state: int | None = 0,
     ) -> None:
@@ -145,6 +155,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         self.map_components = map_components
         self.map_min_dist = map_min_dist
         self.n_epochs = n_epochs
+        self.map_n_epochs = map_n_epochs
         self.standardize = standardize
         self.random_state = random_state
 
@@ -182,8 +193,12 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         knn = shared_neighbours(
             Z, n_neighbors=self.n_neighbors, metric=self.metric, random_state=self.random_state
         )
-        self.reducer_ = self._umap(self.n_components, self.min_dist, knn).fit(Z)
-        self.map_reducer_ = self._umap(self.map_components, self.map_min_dist, knn).fit(Z)
+        epochs = self.n_epochs if self.n_epochs is not None else (500 if len(Z) < 10_000 else 100)
+        self.reducer_ = fit_umap(self._umap(self.n_components, self.min_dist, knn, epochs), Z)
+        start = _map_start(self.reducer_.embedding_, self.map_components)
+        self.map_reducer_ = fit_umap(
+            self._umap(self.map_components, self.map_min_dist, knn, self.map_n_epochs, start), Z
+        )
         self.clusterer_ = hdbscan.HDBSCAN(
             min_cluster_size=self.min_cluster_size,
             min_samples=self.min_samples,
@@ -211,6 +226,10 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("n_epochs", "map_n_epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.min_samples is not None and self.min_samples < 1:
             raise ValueError(f"min_samples must be None or >= 1, got {self.min_samples!r}")
         if self.cluster_selection_method not in ("eom", "leaf"):
@@ -232,15 +251,23 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     def _standardized(self, X: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=np.float32)
 
-    def _umap(self, n_components: int, min_dist: float, knn: tuple) -> UMAP:
+    def _umap(
+        self,
+        n_components: int,
+        min_dist: float,
+        knn: tuple,
+        n_epochs: int | None,
+        init: np.ndarray | str = "spectral",
+    ) -> UMAP:
         return make_umap(
             n_components=n_components,
             n_neighbors=self.n_neighbors,
             min_dist=min_dist,
             metric=self.metric,
-            n_epochs=self.n_epochs,
+            n_epochs=n_epochs,
             random_state=self.random_state,
             knn=knn,
+            init=init,
         )
 
     # New galaxies -----------------------------------------------------------------------
@@ -391,6 +418,20 @@ class Taxonomy(ClusterMixin, BaseEstimator):
                 "parent": pd.Series(labels).map(parent_of).fillna(-1).astype(int).to_numpy(),
             }
         )
+
+
+def _map_start(embedding: np.ndarray, n_components: int) -> np.ndarray | str:
+    """The map's starting layout: the clustering embedding's leading principal axes,
+    scaled to umap-learn's [0, 10] box; "spectral" if it has too few dimensions."""
+    if embedding.shape[1] < n_components:
+        return "spectral"
+    centred = embedding - embedding.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    start = centred @ axes[:n_components].T
+    # Fix each axis's sign (an SVD may return either), so the map does not flip.
+    start *= np.where(np.abs(start.max(axis=0)) >= np.abs(start.min(axis=0)), 1.0, -1.0)
+    span = np.ptp(start, axis=0)
+    return 10 * (start - start.min(axis=0)) / np.where(span > 0, span, 1.0)
 
 
 def _ids(ids: Sequence | None, n: int, *, what: str) -> np.ndarray:

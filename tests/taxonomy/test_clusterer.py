@@ -12,12 +12,17 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from morpho.taxonomy import Taxonomy
-from morpho.taxonomy.clusterer import TABLE_COLUMNS
-from morpho.taxonomy.reduce import EXACT_NEIGHBOURS_BELOW
+from morpho.taxonomy.clusterer import TABLE_COLUMNS, _map_start
+from morpho.taxonomy.reduce import (
+    EXACT_GRAPH_UP_TO,
+    EXACT_NEIGHBOURS_BELOW,
+    ExactNeighbourIndex,
+    shared_neighbours,
+)
 
 # Small enough for the data sets of scikit-learn's checks (10 to 150 samples).
 TINY = {"n_components": 2, "n_neighbors": 5, "min_cluster_size": 5, "n_epochs": 20}
@@ -94,13 +99,18 @@ def test_same_data_and_seed_give_identical_labels(blobs) -> None:
 
 
 @pytest.mark.slow
-def test_large_sets_share_one_neighbour_graph(large_blobs, new_blobs) -> None:
-    """From 4096 galaxies up, both UMAPs get one pynndescent graph and still transform."""
+@pytest.mark.parametrize("graph", ["exact", "approximate"])
+def test_large_sets_share_one_neighbour_graph(graph, large_blobs, new_blobs, monkeypatch) -> None:
+    """From 4096 galaxies up, both UMAPs get one graph and still transform: exact (up to
+    EXACT_GRAPH_UP_TO galaxies, here 4200), or pynndescent's above (the limit lowered)."""
     X, truth = large_blobs
-    assert len(X) >= EXACT_NEIGHBOURS_BELOW
+    assert EXACT_NEIGHBOURS_BELOW <= len(X) <= EXACT_GRAPH_UP_TO
+    if graph == "approximate":
+        monkeypatch.setattr("morpho.taxonomy.reduce.EXACT_GRAPH_UP_TO", len(X) - 1)
     taxonomy = Taxonomy(min_cluster_size=40, n_epochs=50).fit(X)
     index = taxonomy.reducer_.precomputed_knn[2]
-    assert type(index).__name__ == "NNDescent"
+    kind = {"exact": "ExactNeighbourIndex", "approximate": "NNDescent"}[graph]
+    assert type(index).__name__ == kind
     assert taxonomy.map_reducer_.precomputed_knn[2] is index
     assert adjusted_rand_score(truth, taxonomy.labels_) >= 0.95
     assigned = taxonomy.assign(new_blobs[0])
@@ -219,6 +229,8 @@ def test_ids_of_wrong_length(fitted, new_blobs) -> None:
         ({"n_neighbors": 1}, "n_neighbors must be an integer >= 2, got 1"),
         ({"map_components": 1}, "map_components must be an integer >= 2"),
         ({"min_samples": 0}, "min_samples must be None or >= 1, got 0"),
+        ({"map_n_epochs": 0}, "map_n_epochs must be None or an integer >= 1, got 0"),
+        ({"n_epochs": 2.5}, "n_epochs must be None or an integer >= 1, got 2.5"),
     ],
 )
 def test_bad_parameters(blobs, params, message) -> None:
@@ -245,3 +257,46 @@ def test_fitting_leaves_torch_threads_alone() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1"]
+
+
+def test_the_map_keeps_the_blobs_apart(fitted, blobs) -> None:
+    """The map UMAP starts from the clustering embedding and runs 30 epochs: the four
+    blobs stay apart on it (silhouette of the true blobs on the 2-D map)."""
+    _, truth = blobs
+    assert fitted.map_n_epochs == 30
+    assert silhouette_score(fitted.embedding_2d_, truth) > 0.6
+
+
+def test_the_map_starts_from_the_clustering_embeddings_principal_axes() -> None:
+    """Points spread 5:2:1 along three axes: the start is the first two of them (sign
+    fixed), scaled to umap-learn's [0, 10] box; too few dimensions: spectral."""
+    rng = np.random.default_rng(0)
+    embedding = rng.normal(size=(500, 3)) * [1.0, 5.0, 2.0]
+    start = _map_start(embedding, 2)
+    assert start.shape == (500, 2)
+    np.testing.assert_allclose(start.min(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(start.max(axis=0), 10.0)
+    assert abs(np.corrcoef(start[:, 0], embedding[:, 1])[0, 1]) > 0.99
+    assert abs(np.corrcoef(start[:, 1], embedding[:, 2])[0, 1]) > 0.99
+    np.testing.assert_allclose(_map_start(-embedding, 2), start)  # the sign is fixed
+    assert _map_start(embedding[:, :1], 2) == "spectral"
+
+
+def test_the_exact_graph_is_every_galaxys_nearest_neighbours() -> None:
+    """Against all pairwise distances: each galaxy first, then its k - 1 nearest."""
+    rng = np.random.default_rng(2)
+    Z = rng.normal(size=(5000, 6)).astype(np.float32)
+    indices, distances, index = shared_neighbours(
+        Z, n_neighbors=8, metric="euclidean", random_state=0
+    )
+    assert isinstance(index, ExactNeighbourIndex)
+    assert indices.dtype == np.int32
+    assert distances.dtype == np.float32
+    np.testing.assert_array_equal(indices[:, 0], np.arange(len(Z)))
+    some = rng.choice(len(Z), 50, replace=False)
+    pairwise = np.linalg.norm(Z[some, None, :].astype(np.float64) - Z[None], axis=-1)
+    nearest = np.sort(pairwise, axis=1)[:, :8]
+    np.testing.assert_allclose(distances[some], nearest, atol=1e-4)
+    new_indices, _ = index.query(Z[some] + 0.01, 8)
+    assert new_indices.shape == (50, 8)
+    assert (new_indices[:, 0] == some).mean() > 0.9
