@@ -111,13 +111,18 @@ def _rotation_similarity(model, dataset, indices: np.ndarray) -> float:
     return float(torch.stack(sims).mean())
 
 
-def _cluster_100k(train_embeddings: np.ndarray, taxonomy_params: dict, workdir: Path) -> dict:
-    """Time and peak memory of fitting the taxonomy on 100 000 embeddings, in a fresh process."""
+def _resampled_100k(train_embeddings: np.ndarray) -> np.ndarray:
+    """100 000 rows drawn from the training embeddings, each jittered by 5% of the spread."""
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(train_embeddings), 100_000)
     jitter = rng.normal(0, 0.05, (100_000, train_embeddings.shape[1])) * train_embeddings.std(0)
+    return (train_embeddings[picks] + jitter).astype(np.float32)
+
+
+def _cluster_100k(embeddings: np.ndarray, taxonomy_params: dict, workdir: Path) -> dict:
+    """Time and peak memory of fitting the taxonomy on ``embeddings``, in a fresh process."""
     path = workdir / "embeddings_100k.npy"
-    np.save(path, (train_embeddings[picks] + jitter).astype(np.float32))
+    np.save(path, embeddings)
     (workdir / "taxonomy_params.json").write_text(json.dumps(taxonomy_params))
     script = (
         "import json, time, numpy as np; from morpho.taxonomy import Taxonomy;"
@@ -131,6 +136,13 @@ def _cluster_100k(train_embeddings: np.ndarray, taxonomy_params: dict, workdir: 
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(run.stdout.strip().splitlines()[-1])
     return {"seconds": result["seconds"], "peak_gib": max(peak_kib, before) / 2**20}
+
+
+def synthetic_embeddings(n: int = 100_000, d: int = 32, k: int = 12, seed: int = 0) -> np.ndarray:
+    """(n, d) float32: ``k`` unit-variance Gaussian blobs with centres drawn from N(0, 3²)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (k, d))
+    return (centres[rng.integers(0, k, n)] + rng.normal(0, 1, (n, d))).astype(np.float32)
 
 
 def _class_mosaic(dataset, catalog: pd.DataFrame, path: Path) -> None:
@@ -210,7 +222,7 @@ def run(args) -> dict:
     figures["rotation_similarity"] = _rotation_similarity(model, data, test_idx[:256])
     _class_mosaic(data, catalog, HERE / "figures" / "taxonomy_classes.png")
     if not args.skip_100k:
-        big = _cluster_100k(z_train, params, workdir)
+        big = _cluster_100k(_resampled_100k(z_train), params, workdir)
         figures["cluster_100k_seconds"], figures["cluster_100k_peak_gib"] = (
             big["seconds"],
             big["peak_gib"],
@@ -248,9 +260,22 @@ def main() -> None:
     parser.add_argument(
         "--skip-100k", action="store_true", help="skip the 100 000-embedding timing"
     )
+    parser.add_argument(
+        "--only-100k",
+        action="store_true",
+        help="only time the taxonomy fit, on 100 000 synthetic 32-d embeddings (12 blobs)",
+    )
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides of train")
     parser.add_argument("--taxonomy-override", nargs="*", default=[], help="overrides of cluster")
     args = parser.parse_args()
+    if args.only_100k:
+        workdir = Path(args.workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        X = synthetic_embeddings()
+        big = _cluster_100k(X, cfg_taxonomy(args), workdir)
+        found = {"cluster_100k_seconds": big["seconds"], "cluster_100k_peak_gib": big["peak_gib"]}
+        print(json.dumps({**found, "embeddings": "synthetic: 100000 x 32, 12 blobs"}))
+        return
     args.n = args.n or (6000 if args.quick else 20000)
     args.epochs = args.epochs or (12 if args.quick else 40)
     torch.manual_seed(0)

@@ -94,21 +94,25 @@ class _Regression(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_throughput_in_a_real_fit(tmp_path):
-    """5 steps of batches of 8 with 2 warm-up batches: 3 timed batches, 24 images."""
-    data = [{"image": torch.randn(4)} for _ in range(40)]
-    callback = TrainingThroughput(tmp_path, warmup_steps=2)
-    trainer = L.Trainer(
+def _trainer(tmp_path, callbacks_: list, *, max_steps: int) -> L.Trainer:
+    """A quiet CPU trainer for a few steps."""
+    return L.Trainer(
         accelerator="cpu",
-        max_steps=5,
+        max_steps=max_steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[callback],
+        callbacks=callbacks_,
         default_root_dir=tmp_path,
     )
-    trainer.fit(_Regression(), DataLoader(data, batch_size=8))
+
+
+def test_throughput_in_a_real_fit(tmp_path):
+    """5 steps of batches of 8 with 2 warm-up batches: 3 timed batches, 24 images."""
+    data = [{"image": torch.randn(4)} for _ in range(40)]
+    callback = TrainingThroughput(tmp_path, warmup_steps=2)
+    _trainer(tmp_path, [callback], max_steps=5).fit(_Regression(), DataLoader(data, batch_size=8))
     record = json.loads((tmp_path / "throughput.json").read_text())
     assert record["world_size"] == 1
     assert record["batches"] == [3]
@@ -142,16 +146,7 @@ class _Convolution(L.LightningModule):
 def _fit_convolution(tmp_path, extra_callbacks) -> _Convolution:
     images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     model = _Convolution()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=extra_callbacks,
-        default_root_dir=tmp_path,
-    )
+    trainer = _trainer(tmp_path, extra_callbacks, max_steps=3)
     trainer.fit(model, DataLoader([{"image": x} for x in images], batch_size=4))
     return model
 

@@ -15,16 +15,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from morpho.cli._common import report_user_errors
+from morpho.cli._drawing import draw_cards, open_draw
 from morpho.config import config_dir
 from morpho.density.completion import complete_image, make_mask, read_image
-from morpho.density.generate import check_count, check_label
 from morpho.density.outputs import (
     provenance_header,
     save_completions_picture,
     write_cube,
 )
-from morpho.models import load_model
-from morpho.utils import check_new
 
 __all__ = ["complete", "main"]
 
@@ -39,12 +37,7 @@ def complete(cfg: DictConfig) -> dict[str, Path]:
     dict
         Name -> path of every file written.
     """
-    check_count("n_samples", cfg.n_samples)
-    out = Path(cfg.output_dir)
-    cube, picture = out / "completions.fits", out / "completions.png"
-    check_new([cube], overwrite=cfg.overwrite)
-    model = load_model(cfg.ckpt_path, kind="pixelcnn")
-    check_label(model, cfg.label, origin=f"checkpoint {cfg.ckpt_path}")
+    model, cube, picture = open_draw(cfg, count_key="n_samples", name="completions")
     image = read_image(cfg.image, model)
     mask = make_mask(
         image.shape[1:],
@@ -69,9 +62,7 @@ def complete(cfg: DictConfig) -> dict[str, Path]:
         {
             "IMAGE": (str(Path(cfg.image).resolve()), "completed image"),
             "NMASKED": (int(mask.sum()), "pixels redrawn (per band)"),
-            "SEED": (int(cfg.seed), "seed of the draw"),
-            "LABEL": (-1 if cfg.label is None else int(cfg.label), "label drawn (-1: none)"),
-            "CACHED": (bool(cfg.cached), "cached sampler (else naive; same images)"),
+            **draw_cards(cfg),
         },
     )
     extensions = {"MASK": mask.astype(np.uint8), "ORIGINAL": image}

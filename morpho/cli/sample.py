@@ -14,15 +14,14 @@ import hydra
 from omegaconf import DictConfig
 
 from morpho.cli._common import report_user_errors
+from morpho.cli._drawing import draw_cards, open_draw
 from morpho.config import config_dir
-from morpho.density.generate import check_count, check_label, draw_samples
+from morpho.density.generate import draw_samples
 from morpho.density.outputs import (
     provenance_header,
     save_samples_picture,
     write_cube,
 )
-from morpho.models import load_model
-from morpho.utils import check_new
 
 __all__ = ["main", "sample"]
 
@@ -37,12 +36,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     dict
         Name -> path of every file written.
     """
-    check_count("n", cfg.n)
-    out = Path(cfg.output_dir)
-    cube, picture = out / "samples.fits", out / "samples.png"
-    check_new([cube], overwrite=cfg.overwrite)
-    model = load_model(cfg.ckpt_path, kind="pixelcnn")
-    check_label(model, cfg.label, origin=f"checkpoint {cfg.ckpt_path}")
+    model, cube, picture = open_draw(cfg, count_key="n", name="samples")
     levels = draw_samples(
         model,
         cfg.n,
@@ -56,10 +50,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         cfg.ckpt_path,
         model.quantizer,
         {
-            "SEED": (int(cfg.seed), "seed of the draw"),
+            **draw_cards(cfg),
             "BATCHSZ": (int(cfg.batch_size), "images drawn together (with SEED: the images)"),
-            "LABEL": (-1 if cfg.label is None else int(cfg.label), "label drawn (-1: none)"),
-            "CACHED": (bool(cfg.cached), "cached sampler (else naive; same images)"),
         },
     )
     write_cube(cube, flux, header, overwrite=cfg.overwrite)
