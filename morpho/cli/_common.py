@@ -46,8 +46,19 @@ def report_user_errors(command: str) -> Callable[[Callable[..., T]], Callable[..
 
 def prepared_dataset(fabric: Fabric, datamodule: GalaxyDataModule, split: str) -> Dataset:
     """The ``split`` of ``datamodule``, its data prepared once per node (by local rank 0)
-    while the other ranks wait."""
+    while the other ranks wait.
+
+    Raises
+    ------
+    DataError
+        If the split holds no galaxy (on every rank, before any work).
+    """
+    from morpho.data.errors import DataError
+
     if fabric.local_rank == 0:
         datamodule.prepare_data()
     fabric.barrier()
-    return datamodule.dataset(split)
+    dataset = datamodule.dataset(split)
+    if len(dataset) == 0:
+        raise DataError(f"the {split!r} split of the data holds no galaxy: nothing to do")
+    return dataset
