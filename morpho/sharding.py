@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Subset
 from morpho.utils import atomic_output
 
 __all__ = [
+    "fresh_parts",
     "join_parquet_parts",
     "launch",
     "part_paths",
@@ -81,6 +82,16 @@ def part_paths(path: str | os.PathLike, world_size: int) -> list[Path]:
     path = Path(path)
     folder = path.parent / f".{path.name}.parts"
     return [folder / f"part-{r:05d}-of-{world_size:05d}.parquet" for r in range(world_size)]
+
+
+def fresh_parts(fabric: Fabric, path: str | os.PathLike) -> list[Path]:
+    """:func:`part_paths` of ``path`` for this job, once rank 0 has removed any part a
+    killed earlier run left there (the other ranks wait for it)."""
+    parts = part_paths(path, fabric.world_size)
+    if fabric.global_rank == 0:
+        _remove_parts(parts)
+    fabric.barrier()
+    return parts
 
 
 def join_parquet_parts(

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 
-from morpho.sharding import join_parquet_parts, part_paths, read_parquet_parts, shard_range
+from morpho.sharding import (
+    fresh_parts,
+    join_parquet_parts,
+    part_paths,
+    read_parquet_parts,
+    shard_range,
+)
 
 
 @pytest.mark.parametrize("n_items", [0, 1, 7, 48, 50, 51])
@@ -83,3 +91,18 @@ def test_parts_with_other_columns_are_refused_and_nothing_is_written(tmp_path):
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match="no part"):
         join_parquet_parts(part_paths(tmp_path / "other.parquet", 2), tmp_path / "other.parquet")
+
+
+def test_rank_zero_clears_the_parts_of_a_killed_run_before_any_rank_writes(tmp_path):
+    """Stale parts (a killed run with the same output) would be joined where a share is
+    empty now: rank 0 removes them, then the ranks meet at the barrier."""
+    out = tmp_path / "table.parquet"
+    stale = _write_parts(out, [pd.DataFrame({"x": [9]})] * 2)
+    calls = []
+    rank0 = SimpleNamespace(global_rank=0, world_size=2, barrier=lambda: calls.append("barrier"))
+    rank1 = SimpleNamespace(global_rank=1, world_size=2, barrier=lambda: calls.append("barrier"))
+    assert fresh_parts(rank1, out) == stale
+    assert all(part.is_file() for part in stale)  # rank 1 leaves them to rank 0
+    assert fresh_parts(rank0, out) == stale
+    assert not stale[0].parent.exists()
+    assert calls == ["barrier", "barrier"]

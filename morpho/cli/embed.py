@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from morpho.cli._common import prepared_dataset, report_user_errors
 from morpho.config import config_dir
 from morpho.models import load_model
-from morpho.sharding import join_parquet_parts, launch, part_paths, shard
+from morpho.sharding import fresh_parts, join_parquet_parts, launch, shard
 from morpho.taxonomy.embed import write_embeddings
 from morpho.utils import check_new
 
@@ -48,7 +48,7 @@ def _embed_on_rank(fabric: Fabric, cfg: DictConfig) -> Path | None:
             model, dataset, output, overwrite=cfg.overwrite, device=fabric.device, **options
         )
     else:
-        parts = part_paths(output, fabric.world_size)
+        parts = fresh_parts(fabric, output)
         mine = shard(
             dataset,
             batch_size=cfg.batch_size,

@@ -25,7 +25,7 @@ from morpho.density.outputs import save_anomalies_picture
 from morpho.density.score import fit_baseline, iter_scores, score_dataset, warn_clipped
 from morpho.models import load_model
 from morpho.sersic.table import FORMATS, write_table
-from morpho.sharding import launch, part_paths, read_parquet_parts, shard
+from morpho.sharding import fresh_parts, launch, read_parquet_parts, shard
 from morpho.utils import atomic_output, check_new
 
 __all__ = ["main", "score"]
@@ -93,7 +93,7 @@ def _score_on_rank(fabric: Fabric, cfg: DictConfig) -> dict[str, Path] | None:
 
 def _score_shares(fabric: Fabric, model, dataset, output: Path, options: dict):
     """Score this rank's share into a part file; on rank 0, the joined table."""
-    parts = part_paths(output, fabric.world_size)
+    parts = fresh_parts(fabric, output)
     mine = shard(
         dataset,
         batch_size=options["batch_size"],

@@ -27,6 +27,7 @@ from astropy.io import fits
 
 from morpho.data.simulate import SimulationSpec, simulate_to_hdf5
 from morpho.models import read_checkpoint
+from morpho.sharding import part_paths
 
 pytestmark = pytest.mark.slow
 
@@ -327,14 +328,18 @@ def _table(model: str, out: Path) -> pd.DataFrame:
 @pytest.mark.parametrize("model", list(INFERENCE))
 def test_two_ranks_write_the_table_of_one_process(model, galaxies, checkpoints, tmp_path):
     """48 galaxies in batches of 5 (10 batches: 25 and 23 galaxies per rank): the table
-    that two ranks write equals the one-process table exactly, row for row, and no part
-    file is left behind."""
+    that two ranks write equals the one-process table exactly, row for row; part files
+    that a killed earlier run left are not joined, and none is left behind."""
     data = [f"data.source.path={galaxies}", "data.prepare=null"]
     if model == "autoencoder":
         data.append("data.label_key=null")
     tables = {}
     for trainer, name in (("cpu", "one"), ("ddp_cpu", "two")):
         out = tmp_path / (f"{name}.parquet" if model == "autoencoder" else name)
+        table_path = out if model == "autoencoder" else out / "scores.parquet"
+        for stale in part_paths(table_path, 2) if trainer == "ddp_cpu" else []:
+            stale.parent.mkdir(parents=True, exist_ok=True)  # as a killed run leaves them
+            pd.DataFrame({"id": ["stale"]}).to_parquet(stale)
         result = _infer(model, trainer, data, checkpoints[model], out, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         tables[name] = _table(model, out)
