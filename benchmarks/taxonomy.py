@@ -47,6 +47,17 @@ from morpho.taxonomy import Taxonomy
 from morpho.taxonomy.embed import embed_dataset
 
 SNR_BINS = {"20-40": (20, 40), "40-80": (40, 80), "80+": (80, np.inf)}
+#: Clustering levers refitted on the same training embeddings (taxonomy parameters).
+CLUSTERING_LEVERS = {
+    "leaf": {"cluster_selection_method": "leaf"},
+    "leaf_mcs100_ms10": {
+        "cluster_selection_method": "leaf",
+        "min_cluster_size": 100,
+        "min_samples": 10,
+    },
+    "eom_ms10": {"min_samples": 10},
+    "eom_nn15": {"n_neighbors": 15},
+}
 HERE = Path(__file__).resolve().parent
 
 
@@ -89,6 +100,30 @@ def _by_snr(labels_true, labels_pred, snr) -> dict[str, dict[str, float]]:
         chosen = (snr >= low) & (snr < high)
         if chosen.sum() > 10:
             out[name] = _scores(labels_true[chosen], labels_pred[chosen])
+    return out
+
+
+def _clustering_levers(params, z_train, z_test, y_test, bright) -> dict[str, dict]:
+    """Each of :data:`CLUSTERING_LEVERS` fitted on the training embeddings; its test
+    figures, and k-means with the true class count on the same embeddings for reference."""
+    out = {}
+    for name, change in CLUSTERING_LEVERS.items():
+        variant = Taxonomy(**{**params, **change}).fit(z_train)
+        pred = variant.predict(z_test)
+        out[name] = {
+            "ari": _scores(y_test, pred)["ari"],
+            "ari_snr40": _scores(y_test[bright], pred[bright])["ari"],
+            "noise_fraction": float(np.mean(pred < 0)),
+            "purity": _purity(y_test, pred),
+            "n_clusters": int(variant.n_clusters_),
+        }
+    scaler = StandardScaler().fit(z_train)
+    kmeans = KMeans(n_clusters=len(MORPHOLOGY_CLASSES), n_init=10, random_state=0)
+    pred = kmeans.fit(scaler.transform(z_train)).predict(scaler.transform(z_test))
+    out["kmeans_true_k"] = {
+        "ari": _scores(y_test, pred)["ari"],
+        "ari_snr40": _scores(y_test[bright], pred[bright])["ari"],
+    }
     return out
 
 
@@ -194,6 +229,7 @@ def run(args) -> dict:
     figures["purity_snr40"] = _purity(y_test[bright], pred[bright])
     figures["n_clusters"] = int(taxonomy.n_clusters_)
     figures["by_snr"] = _by_snr(y_test, pred, snr_test)
+    figures["clustering_levers"] = _clustering_levers(params, z_train, z_test, y_test, bright)
 
     scaler = StandardScaler().fit(z_train)
     probe = LogisticRegression(max_iter=3000).fit(scaler.transform(z_train), y_train)
