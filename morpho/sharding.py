@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 from lightning.fabric import Fabric
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, Subset
 
 from morpho.utils import atomic_output
@@ -168,8 +169,10 @@ def launch(trainer: Mapping[str, Any] | None, function: Callable[..., Any], *arg
 
     Notes
     -----
-    With ``strategy=ddp`` on one machine the extra ranks re-run the command line,
-    as in training. If this process's ``function`` raises, the ranks it started are
+    Config arguments (``DictConfig``) are passed resolved, so that spawned ranks
+    (``strategy=ddp_spawn``), which have no Hydra context, can read them. With
+    ``strategy=ddp`` on one machine the extra ranks re-run the command line, as in
+    training. If this process's ``function`` raises, the ranks it started are
     killed, so none is left waiting at a barrier; if one of them fails, Lightning
     ends the others.
     """
@@ -177,7 +180,14 @@ def launch(trainer: Mapping[str, Any] | None, function: Callable[..., Any], *arg
     placement.setdefault("accelerator", "cpu")
     placement.setdefault("devices", 1)
     fabric = Fabric(**placement)
+    # Spawned ranks have no Hydra context to resolve ${hydra:...} in: resolve configs here.
+    args = tuple(_resolved(arg) if isinstance(arg, DictConfig) else arg for arg in args)
     return fabric.launch(_ending_children_on_error, function, *args)
+
+
+def _resolved(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with every interpolation resolved (missing values stay missing)."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _ending_children_on_error(fabric: Fabric, function: Callable[..., Any], *args: Any) -> Any:

@@ -34,10 +34,16 @@ def embed(cfg: DictConfig) -> Path | None:
     Path or None
         The table, on global rank 0 (None on the other ranks).
     """
-    return launch(cfg.get("trainer"), _embed_on_rank, cfg)
+    done = launch(cfg.get("trainer"), _embed_on_rank, cfg)
+    if done is None:  # not global rank 0
+        return None
+    output, n_galaxies, world_size = done
+    log.info("Embedded %d galaxies into %s on %d rank(s)", n_galaxies, output, world_size)
+    return output
 
 
-def _embed_on_rank(fabric: Fabric, cfg: DictConfig) -> Path | None:
+def _embed_on_rank(fabric: Fabric, cfg: DictConfig) -> tuple[Path, int, int] | None:
+    """Rank 0 returns what to log: spawned ranks have no Hydra log to write to."""
     output = Path(cfg.output)
     check_new([output], overwrite=cfg.overwrite)
     model = load_model(cfg.ckpt_path, kind="autoencoder")
@@ -62,8 +68,7 @@ def _embed_on_rank(fabric: Fabric, cfg: DictConfig) -> Path | None:
         if fabric.global_rank != 0:
             return None
         join_parquet_parts(parts, output, overwrite=cfg.overwrite)
-    log.info("Embedded %d galaxies into %s on %d rank(s)", len(dataset), output, fabric.world_size)
-    return output
+    return output, len(dataset), fabric.world_size
 
 
 @hydra.main(config_path=config_dir(), config_name="embed", version_base="1.3")

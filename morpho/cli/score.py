@@ -22,7 +22,7 @@ from morpho.cli._common import prepared_dataset, report_user_errors
 from morpho.config import config_dir
 from morpho.data.datamodule import GalaxyDataModule
 from morpho.density.outputs import save_anomalies_picture
-from morpho.density.score import fit_baseline, iter_scores, score_dataset, warn_clipped
+from morpho.density.score import clipped_message, fit_baseline, iter_scores
 from morpho.models import load_model
 from morpho.sersic.table import FORMATS, write_table
 from morpho.sharding import fresh_parts, launch, read_parquet_parts, shard
@@ -53,10 +53,18 @@ def score(cfg: DictConfig) -> dict[str, Path] | None:
     dict or None
         Name -> path of every file written, on global rank 0 (None on the other ranks).
     """
-    return launch(cfg.get("trainer"), _score_on_rank, cfg)
+    done = launch(cfg.get("trainer"), _score_on_rank, cfg)
+    if done is None:  # not global rank 0
+        return None
+    written, messages = done
+    for level, message in messages:
+        log.log(level, message)
+    return written
 
 
-def _score_on_rank(fabric: Fabric, cfg: DictConfig) -> dict[str, Path] | None:
+def _score_on_rank(fabric: Fabric, cfg: DictConfig):
+    """Rank 0 returns the files written and what to log (spawned ranks have no Hydra log
+    to write to); the other ranks return None."""
     paths = _table_paths(cfg)
     model = load_model(cfg.ckpt_path, kind="pixelcnn")
     datamodule: GalaxyDataModule = hydra.utils.instantiate(cfg.data)
@@ -80,15 +88,18 @@ def _score_on_rank(fabric: Fabric, cfg: DictConfig) -> dict[str, Path] | None:
         "device": fabric.device,
     }
     if fabric.world_size == 1:
-        table = score_dataset(model, dataset, **options)
+        table = pd.concat(list(iter_scores(model, dataset, **options)), ignore_index=True)
     else:
         table = _score_shares(fabric, model, dataset, paths[0], options)
         if table is None:
             return None
-        warn_clipped(table, model.quantizer)
     written = _write_outputs(cfg, table, dataset, paths)
-    log.info("Scored %d galaxies on %d rank(s)", len(table), fabric.world_size)
-    return written
+    messages = [(logging.INFO, _summary(table, fabric.world_size))]
+    clipped = clipped_message(table, model.quantizer)
+    if clipped:
+        messages.insert(0, (logging.WARNING, clipped))
+    messages += [(logging.INFO, f"Wrote {path}") for path in written.values()]
+    return written, messages
 
 
 def _score_shares(fabric: Fabric, model, dataset, output: Path, options: dict):
@@ -118,16 +129,16 @@ def _write_outputs(cfg: DictConfig, table: pd.DataFrame, dataset, paths: list[Pa
         picture = Path(cfg.output_dir) / "anomalies.png"
         save_anomalies_picture(picture, images, top["id"].tolist(), top["local"].tolist())
         written[picture.name] = picture
-    log.info(
-        "Scored %d galaxies: median %.4f bits/dim; highest local score %.1f (%s)",
-        len(table),
-        table["bits_per_dim"].median(),
-        table["local"].max(),
-        table.loc[table["local"].idxmax(), "id"],
-    )
-    for path in written.values():
-        log.info("Wrote %s", path)
     return written
+
+
+def _summary(table: pd.DataFrame, world_size: int) -> str:
+    top = table.loc[table["local"].idxmax()]
+    return (
+        f"Scored {len(table)} galaxies on {world_size} rank(s): median "
+        f"{table['bits_per_dim'].median():.4f} bits/dim; highest local score "
+        f"{top['local']:.1f} ({top['id']})"
+    )
 
 
 @hydra.main(config_path=config_dir(), config_name="score", version_base="1.3")

@@ -38,6 +38,7 @@ from morpho.models.pixelcnn import PixelCNNModule
 __all__ = [
     "BASELINE_COLUMNS",
     "SCORE_COLUMNS",
+    "clipped_message",
     "fit_baseline",
     "image_seeds",
     "iter_scores",
@@ -227,16 +228,20 @@ def score_dataset(model: PixelCNNModule, dataset: Dataset, **kwargs) -> pd.DataF
 
 def warn_clipped(table: pd.DataFrame, quantizer: Quantizer) -> None:
     """Log a warning if some images of a score table had pixels clipped."""
+    message = clipped_message(table, quantizer)
+    if message:
+        log.warning(message)
+
+
+def clipped_message(table: pd.DataFrame, quantizer: Quantizer) -> str | None:
+    """What :func:`warn_clipped` says of a score table (None when nothing was clipped)."""
     clipped = int((table["clipped_fraction"] > 0).sum())
-    if clipped:
-        low, high = quantizer.flux_range
-        log.warning(
-            "%d of %d images have pixels outside the quantisation range [%g, %g] and were "
-            "clipped (up to %.3g%% of an image's pixels; see the clipped_fraction column): "
-            "their scores are those of the clipped images",
-            clipped,
-            len(table),
-            low,
-            high,
-            100 * table["clipped_fraction"].max(),
-        )
+    if not clipped:
+        return None
+    low, high = quantizer.flux_range
+    return (
+        f"{clipped} of {len(table)} images have pixels outside the quantisation range "
+        f"[{low:g}, {high:g}] and were clipped (up to "
+        f"{100 * table['clipped_fraction'].max():.3g}% of an image's pixels; see the "
+        "clipped_fraction column): their scores are those of the clipped images"
+    )
