@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_output", "available_cpus", "check_new", "lazy_exports"]
+__all__ = ["atomic_output", "available_cpus", "check_new", "full_precision", "lazy_exports"]
 
 
 def available_cpus() -> int:
@@ -57,6 +57,21 @@ def check_new(paths: Iterable[str | os.PathLike], *, overwrite: bool) -> None:
     for path in paths:
         if Path(path).exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
+
+
+@contextlib.contextmanager
+def full_precision(x):
+    """Run a block in float32 whatever mixed precision is on; yields ``x`` in float32.
+
+    Autocast is switched off for ``x``'s device inside the block (float64 stays float64).
+    For the pixel stages whose arithmetic needs more than bfloat16's 8 significant bits:
+    image moments and resampling, noise estimates, stretches, the PixelCNN's levels.
+    """
+    import torch
+
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield x.to(dtype)
 
 
 def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable, Callable]:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from morpho.data.pixels import FittedStateModule, check_images, sample_band_pixels
 from morpho.data.stretches import Stretch
+from morpho.utils import full_precision
 
 __all__ = ["Preprocessor"]
 
@@ -179,7 +180,8 @@ class Preprocessor(FittedStateModule):
         Returns
         -------
         Tensor
-            ``(stretch(x) - mean) / std``, shape and dtype of ``x``.
+            ``(stretch(x) - mean) / std``, shape of ``x``, in float32 (float64 stays):
+            the pixel stages run in full precision under mixed precision too.
 
         Raises
         ------
@@ -189,10 +191,11 @@ class Preprocessor(FittedStateModule):
             If the shape or band count is wrong.
         """
         self._check_input(x, "images")
-        if self.canonicalize is not None:
-            x = self.canonicalize(x if x.ndim == 4 else x[None]).reshape(x.shape)
-        mean, std = self._band_stats(x)
-        return (self.stretch(x) - mean) / std
+        with full_precision(x) as x:
+            if self.canonicalize is not None:
+                x = self.canonicalize(x if x.ndim == 4 else x[None]).reshape(x.shape)
+            mean, std = self._band_stats(x)
+            return (self.stretch(x) - mean) / std
 
     def inverse(self, z: Tensor) -> Tensor:
         """Map preprocessed images back to flux units: ``stretch.inverse(z · std + mean)``.
@@ -209,7 +212,7 @@ class Preprocessor(FittedStateModule):
         Returns
         -------
         Tensor
-            Images in flux units, shape and dtype of ``z``.
+            Images in flux units, shape of ``z``, float32 (float64 stays).
 
         Raises
         ------
@@ -219,8 +222,9 @@ class Preprocessor(FittedStateModule):
             If the shape or band count is wrong.
         """
         self._check_input(z, "preprocessed images")
-        mean, std = self._band_stats(z)
-        return self.stretch.inverse(z * std + mean)
+        with full_precision(z) as z:
+            mean, std = self._band_stats(z)
+            return self.stretch.inverse(z * std + mean)
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}, max_pixels={self.max_pixels}, seed={self.seed}"

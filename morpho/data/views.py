@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from morpho.data.augment import affine_sample, rotation_matrices
 from morpho.data.canonical import border_noise_sigma
+from morpho.utils import full_precision
 
 __all__ = ["NuisanceViews", "border_noise_sigma"]
 
@@ -148,8 +149,9 @@ class NuisanceViews(nn.Module):
         geometric view itself, or, with ``recorrupt``, an independently re-noised copy
         (see :meth:`recorrupt`), so that reconstructing it teaches denoising.
         """
-        geometric = self.geometric(images)
-        if not self.recorrupt_noise:
-            return geometric, self.photometric(geometric)
-        target, noisier = self.recorrupt(geometric)
-        return target, self.photometric(noisier)
+        with full_precision(images) as images:  # resampling and noise in float32
+            geometric = self.geometric(images)
+            if not self.recorrupt_noise:
+                return geometric, self.photometric(geometric)
+            target, noisier = self.recorrupt(geometric)
+            return target, self.photometric(noisier)

@@ -33,6 +33,7 @@ from morpho.sersic.likelihood import (
     z_scores,
 )
 from morpho.sersic.pose import pa_from_canonical, pa_to_canonical
+from morpho.utils import full_precision
 
 __all__ = ["DEFAULT_COLUMNS", "SersicModule"]
 
@@ -169,7 +170,8 @@ class SersicModule(MorphoModule):
 
         The posterior is in the canonical frame (see :mod:`morpho.sersic.pose`) and
         before temperatures; :meth:`predict` gives physical values. ``bf16`` runs
-        the encoder in bfloat16 (autocast), the rest in float32.
+        the encoder in bfloat16 (autocast). The inputs, the head and the decoding run
+        in float32 whatever the trainer's precision; only the encoder follows it.
         """
         batch = self.inputs(images, psf_fwhm_pix, psf_wings)
         # No autocast block unless asked: a disabled one would switch off the trainer's own
@@ -179,8 +181,8 @@ class SersicModule(MorphoModule):
         )
         with autocast:
             features = self._encoder_for_mode()(batch.image)
-        raw = self.head(features.float(), batch.features)
-        return decode(raw), batch
+        with full_precision(features) as features:  # the head and decoding in float32
+            return decode(self.head(features, batch.features)), batch
 
     def _encoder_for_mode(self) -> nn.Module:
         """In eval mode, the encoder with BatchNorm folded (when it can fold).

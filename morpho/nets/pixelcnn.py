@@ -17,8 +17,7 @@ widen the vertical receptive field at no cost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from morpho.density.logistic import mixture_channels
 from morpho.nets.base import remember_init
+from morpho.utils import full_precision
 
 __all__ = ["GatedBlock", "PixelCNN", "ShiftedConv2d"]
 
@@ -135,14 +135,6 @@ class GatedBlock(nn.Module):
         h = self.hidden(self.conv_in(F.elu(x)), aux)
         h = self.conv_out(self.dropout(F.elu(h)))
         return self.gate(x, h, condition)
-
-
-@contextmanager
-def _float32(x: Tensor) -> Iterator[Tensor]:
-    """Yield ``x`` in float32 (float64 stays) with autocast switched off for the block."""
-    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        yield x.to(dtype)
 
 
 class PixelCNN(nn.Module):
@@ -268,11 +260,11 @@ class PixelCNN(nn.Module):
         self, x: Tensor, labels: Tensor | None = None, vectors: Tensor | None = None
     ) -> Tensor:
         cond = self.condition(labels, vectors)
-        with _float32(x) as x32:
+        with full_precision(x) as x32:
             u = self.u_in(x32)
             ul = self.ul_in_up(x32) + self.ul_in_left(x32)
         for u_block, ul_block in zip(self.u_blocks, self.ul_blocks, strict=True):
             u = u_block(u, condition=cond)
             ul = ul_block(ul, aux=u, condition=cond)
-        with _float32(F.elu(ul)) as features:
+        with full_precision(F.elu(ul)) as features:
             return self.out(features)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from morpho.nets.base import remember_init
 from morpho.sersic.pose import Pose, canonical_pose
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
+from morpho.utils import full_precision
 
 __all__ = ["N_FEATURES", "SersicInputBatch", "SersicInputs", "detection_snr"]
 
@@ -156,6 +157,12 @@ class SersicInputs(nn.Module):
             raise ValueError(
                 f"expected (N, C, H, W) images with band {self.band}, got {tuple(images.shape)}"
             )
+        with full_precision(images) as images:  # moments, σ and pose in float32
+            return self._prepared(images, psf_fwhm_pix, psf_wings)
+
+    def _prepared(
+        self, images: Tensor, psf_fwhm_pix: Tensor, psf_wings: Tensor | None
+    ) -> SersicInputBatch:
         sigma = self.noise_sigma(images)
         scaled = images[:, self.band : self.band + 1] / sigma[:, None, None, None]
         canonical, pose = canonical_pose(scaled, weight_sigma=self.weight_sigma)

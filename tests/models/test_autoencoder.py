@@ -7,6 +7,7 @@ import functools
 import pytest
 import torch
 
+from morpho.data.canonical import Canonicalize
 from morpho.data.datamodule import GalaxyDataModule
 from morpho.data.errors import DataError
 from morpho.data.sources import HDF5Source
@@ -29,12 +30,13 @@ def _model(**kwargs) -> AutoencoderModule:
     return AutoencoderModule(ConvEncoder(**TINY), ConvDecoder(**TINY), **options)
 
 
-def _datamodule(path) -> GalaxyDataModule:
+def _datamodule(path, **kwargs) -> GalaxyDataModule:
     return GalaxyDataModule(
         functools.partial(HDF5Source, path=path),
         image_size=32,
         batch_size=16,
         stretch=ArcsinhStretch(scale=6.0),
+        **kwargs,
     )
 
 
@@ -88,3 +90,34 @@ def test_checkpoints_of_other_kinds_or_other_files_are_refused(tmp_path):
         load_model(junk)
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_training_under_bf16_mixed_keeps_the_pixel_stages_in_float32(simulated_file, tmp_path):
+    """Mixed precision (trainer.precision=bf16-mixed) runs the networks in bfloat16; the
+    views, canonicalisation (moments, a determinant, resampling) and stretch stay float32:
+    they used to fail there (no bfloat16 determinant) or lose precision."""
+    dm = _datamodule(simulated_file, canonicalize=Canonicalize())
+    dm.setup("fit")
+    model = _model(preprocessor=dm.preprocessor)
+    images = torch.stack([dm.raw[i]["image"] for i in range(8)])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        clean, noisy = model.views(images)
+        preprocessed = model.preprocessor(noisy)
+    assert clean.dtype == noisy.dtype == preprocessed.dtype == torch.float32
+    with torch.no_grad():
+        exact = model.preprocessor(noisy)
+    torch.testing.assert_close(preprocessed, exact)
+
+    torch.manual_seed(0)
+    losses = LossRecorder()
+    trainer = cpu_trainer(
+        tmp_path,
+        max_steps=3,
+        precision="bf16-mixed",
+        callbacks=[losses],
+        limit_val_batches=1,
+        enable_checkpointing=False,
+    )
+    trainer.fit(_model(), datamodule=_datamodule(simulated_file, canonicalize=Canonicalize()))
+    assert len(losses.values) == 3
+    assert all(torch.isfinite(torch.tensor(losses.values)))
