@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from morpho.models.base import MorphoModule
-from morpho.sersic.inputs import N_FEATURES, SersicInputs
+from morpho.sersic.inputs import SersicInputs
 from morpho.sersic.likelihood import (
     PARAMETERS,
     SersicPosterior,
@@ -121,15 +121,15 @@ class SersicModule(MorphoModule):
             logger=False,
         )
         self.hparams["columns"] = columns
-        _check_sizes(encoder, head)
-        self.encoder, self.head = encoder, head
         self.inputs = inputs if inputs is not None else SersicInputs()
+        _check_sizes(encoder, head, self.inputs)
+        self.encoder, self.head = encoder, head
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self.register_buffer("temperature", torch.ones(calibration_bins, len(PARAMETERS)))
         self.register_buffer("temperature_edges", torch.zeros(calibration_bins - 1))
         # Training ranges, rows min/max: the input features, then the 4 transformed targets.
-        width = N_FEATURES + 4
+        width = self.inputs.n_features + 4
         self.register_buffer("train_range", torch.tensor([[math.inf] * width, [-math.inf] * width]))
         self._val_z: list[Tensor] = []
         # This rank's ranges of the current epoch, merged over ranks into train_range at
@@ -336,8 +336,14 @@ class SersicModule(MorphoModule):
         self.log("val/coverage95", coverage(calibrated, level=0.95).mean(), sync_dist=False)
 
 
-def _check_sizes(encoder: nn.Module, head: nn.Module) -> None:
-    """Raise ValueError when the head does not take the encoder's feature size."""
+def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> None:
+    """Raise ValueError when the head does not take the encoder's or the inputs' sizes."""
+    scalars = getattr(head, "n_features", None)
+    if scalars is not None and scalars != inputs.n_features:
+        raise ValueError(
+            f"the inputs give {inputs.n_features} scalars per galaxy but the head takes "
+            f"n_features={scalars}; set model.head.n_features={inputs.n_features}"
+        )
     out_dim = getattr(encoder, "out_dim", getattr(encoder, "embedding_dim", None))
     in_dim = getattr(head, "in_dim", None)
     if out_dim is not None and in_dim is not None and out_dim != in_dim:

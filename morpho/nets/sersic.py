@@ -148,7 +148,8 @@ class SersicHead(nn.Module):
     in_dim : int
         Size of the encoder's feature vector.
     n_features : int
-        Scalars given beside the image (PSF FWHM, stamp S/N, moment shape, PSF wings).
+        Scalars given beside the image (PSF FWHM, stamp S/N, moment shape, PSF wings,
+        growth fractions): :attr:`morpho.sersic.inputs.SersicInputs.n_features`.
     hidden_dim : int
         Width of the hidden layer.
     out_dim : int
@@ -161,6 +162,7 @@ class SersicHead(nn.Module):
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
+        self.n_features = n_features
         self.net = nn.Sequential(
             nn.Linear(in_dim + n_features, hidden_dim),
             nn.ReLU(inplace=True),

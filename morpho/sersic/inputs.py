@@ -11,12 +11,16 @@ summed signal-to-noise (compressed by asinh), the orientation-free shape measure
 of the weighted moments (two ellipticity components and a size, see
 :class:`morpho.sersic.pose.Pose`), strong first guesses of q and r_e, and the
 PSF's wing fraction (:func:`morpho.sersic.psf.psf_wing_fraction`): Moffat wings
-mimic a higher Sérsic index, so the network must know them.
+mimic a higher Sérsic index, so the network must know them. With ``growth_radii``
+the curve of growth in elliptical apertures follows
+(:func:`morpho.sersic.growth.growth_fractions`, one scalar per radius but the last):
+the concentration that sets the index, measured at full resolution.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
+from morpho.sersic.growth import growth_fractions
 from morpho.sersic.pose import Pose, canonical_pose
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from morpho.utils import full_precision
@@ -34,7 +39,7 @@ __all__ = ["N_FEATURES", "SersicInputBatch", "SersicInputs", "detection_snr"]
 #: 5 sqrt(2/π) σ_Δ, (1 - exp(-c²/2σ_Δ²)) / erf(c / sqrt(2) σ_Δ).
 _CLIPPED_MEAN_FACTOR = (1.0 - math.exp(-25.0 / math.pi)) / math.erf(5.0 / math.sqrt(math.pi))
 
-#: Scalars the network receives beside the image.
+#: Scalars the network receives beside the image without growth curves.
 N_FEATURES = 6
 
 
@@ -46,9 +51,9 @@ class SersicInputBatch:
     ----------
     image : (N, 1, H, W) tensor
         Canonically oriented, ``sign(x) ln(1 + |x| / s)`` of the image in noise units.
-    features : (N, 6) tensor
-        ``ln(PSF FWHM / pixel)``, ``asinh(Σx / H)``, the three ``pose.shape`` values
-        and the PSF's wing fraction.
+    features : (N, n_features) tensor
+        ``ln(PSF FWHM / pixel)``, ``asinh(Σx / H)``, the three ``pose.shape`` values,
+        the PSF's wing fraction, then the growth fractions if any.
     log_sigma : (N,) tensor
         ln of the noise σ (flux units) each image was divided by.
     pose : Pose
@@ -102,6 +107,10 @@ class SersicInputs(nn.Module):
     border : int, default 2
         Width (pixels) of the border the noise σ is measured on (the outermost
         pixels hold the least galaxy light).
+    growth_radii : sequence of float, optional
+        Circularised aperture radii (pixels) of the curve of growth given as
+        features (for example :data:`morpho.sersic.growth.DEFAULT_GROWTH_RADII`);
+        None or empty: none.
     """
 
     @remember_init
@@ -112,12 +121,21 @@ class SersicInputs(nn.Module):
         stretch_scale: float = 2.0,
         weight_sigma: float = 8.0,
         border: int = 2,
+        growth_radii: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.band = band
         self.stretch_scale = stretch_scale
         self.weight_sigma = weight_sigma
         self.border = border
+        self.growth_radii = tuple(float(r) for r in growth_radii or ())
+        if len(self.growth_radii) == 1:
+            raise ValueError("growth_radii needs at least two radii (the last is the reference)")
+
+    @property
+    def n_features(self) -> int:
+        """Scalars per galaxy in :attr:`SersicInputBatch.features`."""
+        return N_FEATURES + max(len(self.growth_radii) - 1, 0)
 
     def noise_sigma(self, images: Tensor) -> Tensor:
         """Noise σ of the fitted band of ``(N, C, H, W)`` images, (N,), never zero.
@@ -169,15 +187,15 @@ class SersicInputs(nn.Module):
         stamp_snr = scaled.sum(dim=(1, 2, 3)) / math.sqrt(scaled.shape[-1] * scaled.shape[-2])
         if psf_wings is None:
             psf_wings = torch.full_like(psf_fwhm_pix, GAUSSIAN_WING_FRACTION)
-        features = torch.cat(
-            [
-                torch.log(psf_fwhm_pix)[:, None],
-                torch.asinh(stamp_snr)[:, None],
-                pose.shape,
-                psf_wings[:, None].to(pose.shape),
-            ],
-            dim=1,
-        )
+        parts = [
+            torch.log(psf_fwhm_pix)[:, None],
+            torch.asinh(stamp_snr)[:, None],
+            pose.shape,
+            psf_wings[:, None].to(pose.shape),
+        ]
+        if self.growth_radii:
+            parts.append(growth_fractions(canonical[:, 0], self.growth_radii))
+        features = torch.cat(parts, dim=1)
         return SersicInputBatch(
             image=canonical.abs().mul_(1 / self.stretch_scale).log1p_().copysign_(canonical),
             features=features.to(images.dtype),

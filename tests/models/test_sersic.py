@@ -15,6 +15,7 @@ from morpho.data.sources import HDF5Source
 from morpho.models import SersicModule, load_model
 from morpho.models.sersic import DEFAULT_COLUMNS
 from morpho.nets import FastEncoder, SersicHead
+from morpho.sersic.inputs import SersicInputs
 from morpho.sersic.predict import check_signal, fit_dataset
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from tests.models.lightning_helpers import LossRecorder, cpu_trainer
@@ -30,12 +31,13 @@ def sersic_file(tmp_path_factory):
     return simulate_to_hdf5(path, n_galaxies=96, spec=spec, seed=3, workers=1, progress=False)
 
 
-def _model(**kwargs) -> SersicModule:
+def _model(growth_radii=None, **kwargs) -> SersicModule:
     # With the full-resolution core branch, so that every test covers it too.
     encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, core_size=8)
-    head = SersicHead(in_dim=encoder.out_dim, hidden_dim=32)
+    inputs = SersicInputs(growth_radii=growth_radii)
+    head = SersicHead(in_dim=encoder.out_dim, n_features=inputs.n_features, hidden_dim=32)
     options = {"optimizer": functools.partial(torch.optim.Adam, lr=3e-3), **kwargs}
-    return SersicModule(encoder, head, **options)
+    return SersicModule(encoder, head, inputs=inputs, **options)
 
 
 def _datamodule(path) -> GalaxyDataModule:
@@ -68,8 +70,9 @@ def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
     assert torch.isfinite(model.train_range).all()
 
 
-def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file):
-    model = _model().eval()
+@pytest.mark.parametrize("growth_radii", [None, (1.0, 2.0, 4.0, 12.0)])
+def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file, growth_radii):
+    model = _model(growth_radii).eval()
     images = _images(sersic_file)
     psf = torch.full((len(images),), 4.0)
     reference = model.predict(images, psf)
@@ -126,6 +129,9 @@ def test_mismatched_head_is_a_clear_error():
     encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
     with pytest.raises(ValueError, match=r"set model\.head\.in_dim=512"):
         SersicModule(encoder, SersicHead(in_dim=100))
+    inputs = SersicInputs(growth_radii=[1, 2, 4, 8])
+    with pytest.raises(ValueError, match=r"give 9 scalars.*set model\.head\.n_features=9"):
+        SersicModule(encoder, SersicHead(in_dim=512), inputs=inputs)
 
 
 def test_training_without_truth_columns_is_a_clear_error():
