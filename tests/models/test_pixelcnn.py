@@ -205,3 +205,31 @@ def test_checkpoint_round_trip_gives_the_same_likelihoods_and_samples(labelled):
     )
     with pytest.raises(ValueError, match=r"label\(s\) \[2\] were never seen"):
         loaded.sample(1, labels=[2])
+
+
+def test_dihedral_mixture_is_a_normalised_likelihood_invariant_to_turns_and_mirrors():
+    # Every 3×3 image of 3 levels (3⁹ of them): the probabilities of each likelihood sum to 1.
+    torch.manual_seed(0)
+    quantizer = Quantizer(offset=-1.0, step=1.0, n_levels=3, background_sigma=1.0)
+    model = _module(PixelCNN(in_channels=1, channels=8, n_blocks=2, n_mix=2), quantizer)
+    with torch.no_grad():
+        for parameter in model.net.parameters():
+            parameter.normal_(0, 0.5)  # far from uniform, and unlike in every orientation
+    codes = torch.arange(3**9)
+    levels = torch.stack([(codes // 3**i) % 3 for i in range(9)], dim=1).view(-1, 1, 3, 3)
+    images = quantizer.dequantize(levels)
+    plain = model.log_likelihood(images)["log_likelihood"].double()
+    mixture = model.log_likelihood(images, symmetry="dihedral")["log_likelihood"].double()
+    assert plain.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert mixture.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert (mixture - plain).abs().max() > 0.1
+    assert (mixture >= plain - math.log(8) - 1e-4).all()
+    turned = torch.rot90(images[:50].flip(-1), 1, dims=(-2, -1))
+    torch.testing.assert_close(
+        model.log_likelihood(turned, symmetry="dihedral")["log_likelihood"].double(),
+        mixture[:50],
+    )
+    with pytest.raises(ValueError, match="symmetry must be None or 'dihedral'"):
+        model.log_likelihood(images[:1], symmetry="rot90")
+    with pytest.raises(ValueError, match="square"):
+        model.log_likelihood(torch.zeros(1, 1, 3, 4), symmetry="dihedral")
