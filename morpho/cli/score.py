@@ -86,6 +86,7 @@ def _score_on_rank(fabric: Fabric, cfg: DictConfig):
         "window": cfg.window,
         "seed": cfg.seed,
         "device": fabric.device,
+        "symmetry": cfg.get("symmetry"),
     }
     if fabric.world_size == 1:
         table = pd.concat(list(iter_scores(model, dataset, **options)), ignore_index=True)

@@ -145,6 +145,7 @@ def iter_scores(
     window: int = 5,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    symmetry: str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield the score table one batch at a time, in the data set's order.
 
@@ -166,12 +167,19 @@ def iter_scores(
         depend on the batch or the rank it is scored in.
     device : str or torch.device
         Where the network runs.
+    symmetry : {None, "dihedral"}
+        ``"dihedral"``: ``log_likelihood`` and ``bits_per_dim`` (and so
+        ``likelihood_ratio``) are those of the mixture over the 8 quarter turns and
+        mirror images (:meth:`~morpho.models.PixelCNNModule.log_likelihood`; 8 more
+        passes); the anomaly scores stay those of the image as it is.
 
     Yields
     ------
     DataFrame
         ``id``, ``index``, :data:`SCORE_COLUMNS` (and :data:`BASELINE_COLUMNS`).
     """
+    if symmetry not in (None, "dihedral"):
+        raise ValueError(f"symmetry must be null or dihedral, got {symmetry!r}")
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     for batch in loader:
@@ -190,7 +198,13 @@ def iter_scores(
             n_draws=n_draws,
             seed=image_seeds(seed, batch["index"].tolist()),
         )
-        log_likelihood = log_prob.sum(dim=(1, 2)).double()
+        if symmetry is None:
+            log_likelihood = log_prob.sum(dim=(1, 2)).double()
+        else:
+            with torch.no_grad():
+                log_likelihood = model.image_log_prob(
+                    levels.to(device), **cond, symmetry=symmetry
+                ).double()
         scores = local_scores(surprise, variance, window=window)
         columns = {
             "id": [str(i) for i in batch["id"]],

@@ -217,18 +217,24 @@ class PixelCNNModule(MorphoModule):
             missing or unseen conditioning.
         """
         levels, _ = self._levels(images, strict=strict)
-        if symmetry is None:
-            log_p = self.pixel_log_prob(levels, labels, vectors).sum(dim=(1, 2))
-        elif symmetry == "dihedral":
-            views = dihedral_views(levels)  # (8, N, C, H, W); raises for non-square images
-            terms = torch.stack(
-                [self.pixel_log_prob(view, labels, vectors).sum(dim=(1, 2)) for view in views]
-            )
-            log_p = torch.logsumexp(terms.double(), dim=0).sub(math.log(len(views))).to(terms)
-        else:
-            raise ValueError(f"symmetry must be None or 'dihedral', got {symmetry!r}")
+        log_p = self.image_log_prob(levels, labels, vectors, symmetry=symmetry)
         dims = levels[0].numel()
         return {"log_likelihood": log_p, "bits_per_dim": bits_per_dim(log_p, dims)}
+
+    def image_log_prob(
+        self, levels: Tensor, labels=None, vectors=None, *, symmetry: str | None = None
+    ) -> Tensor:
+        """ln p of each (C, H, W) image of ``levels``, (N,) nats; ``symmetry`` as in
+        :meth:`log_likelihood`."""
+        if symmetry is None:
+            return self.pixel_log_prob(levels, labels, vectors).sum(dim=(1, 2))
+        if symmetry != "dihedral":
+            raise ValueError(f"symmetry must be None or 'dihedral', got {symmetry!r}")
+        views = dihedral_views(levels)  # (8, N, C, H, W); raises for non-square images
+        terms = torch.stack(
+            [self.pixel_log_prob(view, labels, vectors).sum(dim=(1, 2)) for view in views]
+        )
+        return torch.logsumexp(terms.double(), dim=0).sub(math.log(len(views))).to(terms)
 
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()

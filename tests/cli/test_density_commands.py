@@ -129,6 +129,14 @@ def test_score_likelihoods_are_the_models_own(trained):
     levels = model.quantizer.quantize(images).levels
     log_prob, _, _ = surprise_map(model, levels, n_draws=4, seed=5)
     torch.testing.assert_close(log_prob, model.pixel_log_prob(levels))
+    # symmetry=dihedral: the mixture's likelihood; the anomaly scores do not change.
+    mixture = score_dataset(model, items, batch_size=2, n_draws=4, symmetry="dihedral")
+    expected = model.log_likelihood(images, symmetry="dihedral")
+    np.testing.assert_allclose(mixture["log_likelihood"], expected["log_likelihood"], rtol=1e-5)
+    assert not np.allclose(mixture["log_likelihood"], table["log_likelihood"])
+    pd.testing.assert_series_equal(mixture["local"], table["local"])
+    with pytest.raises(ValueError, match="symmetry must be null or dihedral"):
+        score_dataset(model, items, symmetry="mirror")
 
 
 def test_a_galaxys_scores_do_not_depend_on_its_batch(trained):
