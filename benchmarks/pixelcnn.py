@@ -289,7 +289,8 @@ def run(args) -> dict:
     if not args.skip_sampling:
         result.update(sampling_figures(model, args.naive_pixels))
         result.update(exactness(model))
-    result.update(anomaly_figures(model, test, args.oddities_per_kind))
+    if not args.skip_anomalies:
+        result.update(anomaly_figures(model, test, args.oddities_per_kind))
     if not args.skip_sixclass:
         six_train = _simulate(
             workdir / f"six_train_{size['n_sixclass']}.h5", "six_class", size["n_sixclass"], 3
@@ -342,6 +343,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-sixclass", action="store_true")
     parser.add_argument("--skip-sampling", action="store_true", help="no sampling figures")
+    parser.add_argument("--skip-anomalies", action="store_true", help="no anomaly figures")
     parser.add_argument("--workdir", default="benchmarks/_work/pixelcnn")
     parser.add_argument(
         "--override", nargs="*", default=[], help="extra Hydra overrides for training"
