@@ -22,31 +22,38 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_GROWTH_RADII", "elliptical_radius", "growth_fractions"]
+from morpho.sersic.pose import weighted_moments
+
+__all__ = ["DEFAULT_GROWTH_RADII", "check_radii", "elliptical_radius", "growth_fractions"]
 
 #: Aperture radii (pixels) for 64×64 stamps of galaxies with r_e 2–10 pixels: dense in
 #: the core, where the index shows; the last is the reference (the "total").
 DEFAULT_GROWTH_RADII = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 
 
+def check_radii(radii: Sequence[float]) -> tuple[float, ...]:
+    """``radii`` as floats; ValueError unless at least two, increasing and positive."""
+    radii = tuple(float(r) for r in radii)
+    if len(radii) < 2 or any(b <= a for a, b in itertools.pairwise(radii)):
+        raise ValueError(
+            f"growth radii must be at least two radii in increasing order (the last is the "
+            f"reference), got {list(radii)}"
+        )
+    if radii[0] <= 0:
+        raise ValueError(f"growth radii must be positive, got {list(radii)}")
+    return radii
+
+
 def elliptical_radius(images: Tensor, *, weight_sigma: float = 8.0) -> Tensor:
     """Circularised elliptical radius (pixels) of every pixel, ``(N, H, W)``.
 
     The ellipse is that of the Gaussian-weighted (σ = ``weight_sigma``) second
-    moments of each ``(N, H, W)`` image about the stamp centre. Where the moments
+    moments of each square ``(N, S, S)`` image about the stamp centre. Where the moments
     are not those of an ellipse (no positive weighted flux, or a degenerate
     matrix) the radius is circular.
     """
-    height, width = images.shape[-2:]
-    dtype, device = images.dtype, images.device
-    y = torch.arange(height, dtype=dtype, device=device) - (height - 1) / 2
-    x = torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2
-    weight = torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * weight_sigma**2))
-    weighted = images * weight
-    i0 = weighted.sum(dim=(-2, -1))
-    ixx = (weighted.sum(dim=-2) @ x**2) / i0
-    iyy = (weighted.sum(dim=-1) @ y**2) / i0
-    ixy = ((weighted @ x) @ y) / i0
+    _, _, e1, e2, trace, i0 = weighted_moments(images, weight_sigma)
+    ixx, iyy, ixy = (trace + e1) / (2 * i0), (trace - e1) / (2 * i0), e2 / (2 * i0)
     det = ixx * iyy - ixy**2
     valid = (i0 > 0) & (ixx > 0) & (iyy > 0) & (det > 1e-6 * (ixx + iyy) ** 2)
     one, zero = torch.ones_like(ixx), torch.zeros_like(ixx)
@@ -55,7 +62,9 @@ def elliptical_radius(images: Tensor, *, weight_sigma: float = 8.0) -> Tensor:
     # r² = sqrt(det M) · vᵀ M⁻¹ v: the Mahalanobis radius scaled to the circle of equal area.
     scale = det.rsqrt()
     a, b, c = iyy * scale, -ixy * scale, ixx * scale  # sqrt(det) M⁻¹ = [[a, b], [b, c]]
-    xx, yy = x[None, None, :], y[None, :, None]
+    side = images.shape[-1]  # square stamps, as weighted_moments assumes
+    offsets = torch.arange(side, dtype=images.dtype, device=images.device) - (side - 1) / 2
+    xx, yy = offsets[None, None, :], offsets[None, :, None]
     r2 = a.view(-1, 1, 1) * xx**2 + 2 * b.view(-1, 1, 1) * xx * yy + c.view(-1, 1, 1) * yy**2
     return r2.clamp_min(0).sqrt()
 
@@ -80,11 +89,7 @@ def growth_fractions(
         The fractions, clamped to [-1, 2] (noise can push a faint galaxy's outside
         them); 0 where the reference flux is not positive.
     """
-    radii = [float(r) for r in radii]
-    if len(radii) < 2 or any(b <= a for a, b in itertools.pairwise(radii)):
-        raise ValueError(f"radii must be at least two increasing values, got {radii}")
-    if radii[0] <= 0:
-        raise ValueError(f"radii must be positive, got {radii}")
+    radii = check_radii(radii)
     r = elliptical_radius(images, weight_sigma=weight_sigma).flatten(1)  # (N, P)
     pixels = images.flatten(1)
     # One aperture at a time: (N, P) per radius, not (N, K, P), for large batches.

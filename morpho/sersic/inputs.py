@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
-from morpho.sersic.growth import growth_fractions
+from morpho.sersic.growth import check_radii, growth_fractions
 from morpho.sersic.pose import Pose, canonical_pose
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from morpho.utils import full_precision
@@ -128,9 +128,7 @@ class SersicInputs(nn.Module):
         self.stretch_scale = stretch_scale
         self.weight_sigma = weight_sigma
         self.border = border
-        self.growth_radii = tuple(float(r) for r in growth_radii or ())
-        if len(self.growth_radii) == 1:
-            raise ValueError("growth_radii needs at least two radii (the last is the reference)")
+        self.growth_radii = check_radii(growth_radii) if growth_radii else ()
 
     @property
     def n_features(self) -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Pose", "canonical_pose", "pa_from_canonical", "pa_to_canonical"]
+__all__ = ["Pose", "canonical_pose", "pa_from_canonical", "pa_to_canonical", "weighted_moments"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Pose:
     shape: Tensor
 
 
-def _moments(images: Tensor, weight_sigma: float) -> tuple[Tensor, ...]:
+def weighted_moments(images: Tensor, weight_sigma: float) -> tuple[Tensor, ...]:
     """Weighted moments about the stamp centre: (x1, y1, e1, e2, trace, i0), each (N,).
 
     ``x1 = Σ w I x``, ``y1 = Σ w I y``, ``e1 = Σ w I (x² - y²)``, ``e2 = Σ w I 2xy``,
@@ -112,7 +112,7 @@ def canonical_pose(images: Tensor, *, weight_sigma: float = 8.0) -> tuple[Tensor
     """
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"expected square (N, C, H, W) images, got shape {tuple(images.shape)}")
-    x1, y1, e1, e2, trace, i0 = _moments(images[:, 0], weight_sigma)
+    x1, y1, e1, e2, trace, i0 = weighted_moments(images[:, 0], weight_sigma)
     flip = e2 < 0
     transpose = e1 < 0
     x1_after = torch.where(transpose, y1, torch.where(flip, -x1, x1))
