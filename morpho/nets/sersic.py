@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
@@ -140,8 +141,19 @@ class _FusedEncoder(nn.Module):
 class SersicHead(nn.Module):
     """Encoder features and scalar inputs to the raw Sérsic outputs.
 
-    ``(N, in_dim), (N, n_features) -> (N, out_dim)``: a two-layer MLP on the
-    concatenation. The outputs are decoded by :func:`morpho.sersic.likelihood.decode`.
+    ``(N, in_dim), (N, n_features) -> (N, out_dim)``. The image features go
+    through a linear layer to ``hidden_dim`` units; the scalars (PSF FWHM and wings,
+    S/N, moment shape, ...) are standardised (batch statistics in training, running
+    ones in evaluation) and *condition* those units through a small MLP giving a
+    scale and a shift per unit, ``h = W f · (1 + γ(s)) + β(s)`` (FiLM, Perez et al.
+    2018); two more layers give the outputs, decoded by
+    :func:`morpho.sersic.likelihood.decode`.
+
+    Why not simply concatenate the scalars to the 1536 image features: a network
+    trained that way ignored the PSF's wing fraction altogether (its n changed by
+    1% between a Gaussian's and a Moffat's wings, where the truth needs about 17%),
+    leaving a ±9% n bias by PSF kind. The scale ``γ`` starts at zero, so training
+    starts from the image features alone.
 
     Parameters
     ----------
@@ -151,7 +163,7 @@ class SersicHead(nn.Module):
         Scalars given beside the image (PSF FWHM, stamp S/N, moment shape, PSF wings,
         growth fractions): :attr:`morpho.sersic.inputs.SersicInputs.n_features`.
     hidden_dim : int
-        Width of the hidden layer.
+        Width of the hidden layers.
     out_dim : int
         Raw outputs (11 for the Sérsic posterior).
     """
@@ -163,11 +175,37 @@ class SersicHead(nn.Module):
         super().__init__()
         self.in_dim = in_dim
         self.n_features = n_features
-        self.net = nn.Sequential(
-            nn.Linear(in_dim + n_features, hidden_dim),
+        self.scalar_norm = nn.BatchNorm1d(n_features)
+        self.image = nn.Linear(in_dim, hidden_dim)
+        self.condition = nn.Sequential(
+            nn.Linear(n_features, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, 2 * hidden_dim),
+        )
+        nn.init.zeros_(self.condition[-1].weight)
+        nn.init.zeros_(self.condition[-1].bias)
+        self.out = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, out_dim),
         )
 
+    def _standardised(self, scalars: Tensor) -> Tensor:
+        # One galaxy in a training batch has no batch variance: use the running statistics.
+        training = self.training and len(scalars) > 1
+        norm = self.scalar_norm
+        return F.batch_norm(
+            scalars,
+            norm.running_mean,
+            norm.running_var,
+            norm.weight,
+            norm.bias,
+            training=training,
+            momentum=norm.momentum,
+            eps=norm.eps,
+        )
+
     def forward(self, features: Tensor, scalars: Tensor) -> Tensor:
-        return self.net(torch.cat([features, scalars], dim=1))
+        scale, shift = self.condition(self._standardised(scalars)).chunk(2, dim=1)
+        return self.out(self.image(features) * (1 + scale) + shift)
