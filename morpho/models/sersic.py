@@ -179,10 +179,13 @@ class SersicModule(MorphoModule):
         autocast = (
             torch.autocast(images.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
+        encoder = self._encoder_for_mode()
+        # A conditioned encoder also reads the scalars (PSF, S/N, shape).
+        scalars = (batch.features,) if getattr(self.encoder, "condition_dim", 0) else ()
         with autocast:
-            features = self._encoder_for_mode()(batch.image)
+            features = encoder(batch.image, *scalars)
         with full_precision(features) as features:  # the head and decoding in float32
-            return decode(self.head(features, batch.features)), batch
+            return decode(self.head(features, batch.features), batch.anchor), batch
 
     def _encoder_for_mode(self) -> nn.Module:
         """In eval mode, the encoder with BatchNorm folded (when it can fold).
@@ -343,6 +346,13 @@ def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> N
         raise ValueError(
             f"the inputs give {inputs.n_features} scalars per galaxy but the head takes "
             f"n_features={scalars}; set model.head.n_features={inputs.n_features}"
+        )
+    conditioned = getattr(encoder, "condition_dim", 0)
+    if conditioned and conditioned != inputs.n_features:
+        raise ValueError(
+            f"the inputs give {inputs.n_features} scalars per galaxy but the encoder is "
+            f"conditioned on condition_dim={conditioned}; set "
+            f"model.encoder.condition_dim={inputs.n_features} (or 0: not conditioned)"
         )
     out_dim = getattr(encoder, "out_dim", getattr(encoder, "embedding_dim", None))
     in_dim = getattr(head, "in_dim", None)

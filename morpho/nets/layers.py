@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBlock", "UpBlock", "side_after_halvings"]
+__all__ = ["ConvBlock", "ScalarNorm", "UpBlock", "side_after_halvings"]
 
 
 def side_after_halvings(image_size: int, stages: int) -> int:
@@ -15,6 +16,26 @@ def side_after_halvings(image_size: int, stages: int) -> int:
             f"image_size {image_size} must be divisible by 2**{stages} (one halving per stage)"
         )
     return side
+
+
+class ScalarNorm(nn.BatchNorm1d):
+    """Standardise ``(N, F)`` scalar inputs: batch statistics in training, running ones after.
+
+    A batch norm that also accepts a training batch of one galaxy (which has no
+    batch variance): it is standardised with the running statistics instead.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=self.training and len(x) > 1,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -6,11 +6,10 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
-from morpho.nets.layers import side_after_halvings
+from morpho.nets.layers import ScalarNorm, side_after_halvings
 
 __all__ = ["FastEncoder", "SersicHead"]
 
@@ -25,6 +24,56 @@ def _conv(
     )
 
 
+class StageConditioning(nn.Module):
+    """Scalars to a scale and a shift per channel of each encoder stage (FiLM).
+
+    ``(N, F) -> [(scale, shift), ...]``, one ``(N, C_k, 1, 1)`` pair per stage of
+    ``widths``; the scalars are standardised first (:class:`ScalarNorm`). Both start
+    at zero, so an untrained conditioning leaves the encoder unchanged.
+    """
+
+    def __init__(self, n_features: int, widths: Sequence[int], hidden_dim: int = 32) -> None:
+        super().__init__()
+        self.widths = list(widths)
+        self.norm = ScalarNorm(n_features)
+        self.net = nn.Sequential(
+            nn.Linear(n_features, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, 2 * sum(self.widths)),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, scalars: Tensor) -> list[tuple[Tensor, Tensor]]:
+        parts = self.net(self.norm(scalars)).split([2 * w for w in self.widths], dim=1)
+        return [tuple(p[:, :, None, None].chunk(2, dim=1)) for p in parts]
+
+
+def _encode(
+    layers: nn.Sequential,
+    core: nn.Module | None,
+    crop: tuple[int, int],
+    x: Tensor,
+    film: list[tuple[Tensor, Tensor]] | None,
+) -> Tensor:
+    """Run the layers and the core branch; with ``film``, scale and shift each stage's output.
+
+    The stages end after the stem (layer 0) and after every second layer from there on.
+    """
+    out = x
+    for i, layer in enumerate(layers):
+        out = layer(out)
+        if film is not None and i % 2 == 0:
+            scale, shift = film[i // 2]
+            out = torch.addcmul(shift.to(out.dtype), out, 1 + scale.to(out.dtype))
+    features = torch.flatten(out, 1)
+    if core is None:
+        return features
+    start, size = crop
+    core_features = core(x[..., start : start + size, start : start + size])
+    return torch.cat([features, torch.flatten(core_features, 1)], dim=1)
+
+
 class FastEncoder(nn.Module):
     """Images to a feature vector with few FLOPs: ``(N, C, S, S) -> (N, out_dim)``.
 
@@ -33,6 +82,12 @@ class FastEncoder(nn.Module):
     after each, which fold away at inference); the last feature map is
     flattened, so position within the stamp is kept. With the defaults at 64×64
     it costs about 13 MFLOP per image.
+
+    With ``condition_dim`` scalars per image (for the Sérsic network: the PSF's
+    FWHM and wings, the S/N, ...; ``forward(x, scalars)``), the output of the stem
+    and of every stage is scaled and shifted per channel by a small MLP of them
+    (:class:`StageConditioning`): the image is read differently under different
+    seeings from the first layers on.
 
     An optional core branch sees the central ``core_size × core_size`` pixels at
     full resolution (a stride-1 3×3 convolution, then a strided one), where the
@@ -51,6 +106,8 @@ class FastEncoder(nn.Module):
         Side of the central crop of the core branch (even, at most S); 0: no branch.
     core_channels : (int, int)
         Widths of the core branch's two convolutions.
+    condition_dim : int
+        Scalars per image that condition the stages; 0: none.
     """
 
     @remember_init
@@ -61,12 +118,15 @@ class FastEncoder(nn.Module):
         channels: Sequence[int] = (12, 24, 48, 96),
         core_size: int = 0,
         core_channels: Sequence[int] = (16, 32),
+        condition_dim: int = 0,
     ) -> None:
         super().__init__()
         channels = list(channels)
         side = side_after_halvings(image_size, len(channels))
         if core_size < 0 or core_size % 2 or core_size > image_size:
             raise ValueError(f"core_size must be even and in [0, {image_size}], got {core_size}")
+        if condition_dim < 0:
+            raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
         layers = [_conv(in_channels, channels[0], stride=2, kernel=5)]
         for a, b in itertools.pairwise(channels):
             layers += [_conv(a, b, stride=2), _conv(b, b)]
@@ -74,36 +134,44 @@ class FastEncoder(nn.Module):
         self.core_start = (image_size - core_size) // 2
         self.core_size = core_size
         self.core = None
+        self.condition_dim = condition_dim
+        self.conditioning = StageConditioning(condition_dim, channels) if condition_dim else None
         self.out_dim = channels[-1] * side * side
         if core_size:
             first, second = core_channels
             self.core = nn.Sequential(_conv(in_channels, first), _conv(first, second, stride=2))
             self.out_dim += second * (core_size // 2) ** 2
 
-    def _crop(self, x: Tensor) -> Tensor:
-        start, stop = self.core_start, self.core_start + self.core_size
-        return x[..., start:stop, start:stop]
+    def _film(self, scalars: Tensor | None) -> list[tuple[Tensor, Tensor]] | None:
+        if self.conditioning is None:
+            return None
+        if scalars is None or scalars.shape[-1] != self.condition_dim:
+            got = None if scalars is None else tuple(scalars.shape)
+            raise ValueError(f"this encoder needs (N, {self.condition_dim}) scalars, got {got}")
+        return self.conditioning(scalars)
 
-    def forward(self, x: Tensor) -> Tensor:
-        features = torch.flatten(self.body(x), 1)
-        if self.core is None:
-            return features
-        return torch.cat([features, torch.flatten(self.core(self._crop(x)), 1)], dim=1)
+    def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
+        return _encode(
+            self.body, self.core, (self.core_start, self.core_size), x, self._film(scalars)
+        )
 
     @torch.no_grad()
     def fused(self) -> nn.Module:
         """An inference-only copy with every BatchNorm folded into its convolution.
 
         ``w' = w γ / sqrt(v + ε)`` and ``b' = β - μ γ / sqrt(v + ε)`` with the running
-        mean μ and variance v: the same function in eval mode, one pass fewer.
+        mean μ and variance v: the same function in eval mode, one pass fewer. The
+        conditioning, if any, is shared with this encoder, not copied.
         """
         core = None if self.core is None else _folded(self.core)
-        return _FusedEncoder(_folded(self.body), core, self.core_start, self.core_size).eval()
+        return _FusedEncoder(
+            _folded(self.body), core, (self.core_start, self.core_size), self
+        ).eval()
 
 
 @torch.no_grad()
 def _folded(blocks: nn.Sequential) -> nn.Sequential:
-    """``(conv, BatchNorm, ReLU)`` blocks as ``(conv with bias, ReLU)``, in eval mode."""
+    """``(conv, BatchNorm, ReLU)`` blocks as ``(conv with bias, ReLU)`` blocks, in eval mode."""
     layers: list[nn.Module] = []
     for conv, norm, _ in blocks:
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
@@ -119,23 +187,23 @@ def _folded(blocks: nn.Sequential) -> nn.Sequential:
         )
         folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         folded.bias.copy_(norm.bias - norm.running_mean * scale)
-        layers += [folded, nn.ReLU(inplace=True)]
+        layers.append(nn.Sequential(folded, nn.ReLU(inplace=True)))
     return nn.Sequential(*layers)
 
 
 class _FusedEncoder(nn.Module):
-    """What :meth:`FastEncoder.fused` returns: the folded body and core branch."""
+    """What :meth:`FastEncoder.fused` returns: the folded layers and core branch."""
 
-    def __init__(self, body: nn.Module, core: nn.Module | None, start: int, size: int) -> None:
+    def __init__(
+        self, layers: nn.Module, core: nn.Module | None, crop: tuple[int, int], source
+    ) -> None:
         super().__init__()
-        self.body, self.core, self.start, self.size = body, core, start, size
+        self.layers, self.core, self.crop = layers, core, crop
+        self._source = (source,)  # a tuple: the encoder is not a submodule of its copy
 
-    def forward(self, x: Tensor) -> Tensor:
-        features = torch.flatten(self.body(x), 1)
-        if self.core is None:
-            return features
-        crop = x[..., self.start : self.start + self.size, self.start : self.start + self.size]
-        return torch.cat([features, torch.flatten(self.core(crop), 1)], dim=1)
+    def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
+        film = self._source[0]._film(scalars)
+        return _encode(self.layers, self.core, self.crop, x, film)
 
 
 class SersicHead(nn.Module):
@@ -175,7 +243,7 @@ class SersicHead(nn.Module):
         super().__init__()
         self.in_dim = in_dim
         self.n_features = n_features
-        self.scalar_norm = nn.BatchNorm1d(n_features)
+        self.scalar_norm = ScalarNorm(n_features)
         self.image = nn.Linear(in_dim, hidden_dim)
         self.condition = nn.Sequential(
             nn.Linear(n_features, hidden_dim),
@@ -191,21 +259,6 @@ class SersicHead(nn.Module):
             nn.Linear(hidden_dim, out_dim),
         )
 
-    def _standardised(self, scalars: Tensor) -> Tensor:
-        # One galaxy in a training batch has no batch variance: use the running statistics.
-        training = self.training and len(scalars) > 1
-        norm = self.scalar_norm
-        return F.batch_norm(
-            scalars,
-            norm.running_mean,
-            norm.running_var,
-            norm.weight,
-            norm.bias,
-            training=training,
-            momentum=norm.momentum,
-            eps=norm.eps,
-        )
-
     def forward(self, features: Tensor, scalars: Tensor) -> Tensor:
-        scale, shift = self.condition(self._standardised(scalars)).chunk(2, dim=1)
+        scale, shift = self.condition(self.scalar_norm(scalars)).chunk(2, dim=1)
         return self.out(self.image(features) * (1 + scale) + shift)

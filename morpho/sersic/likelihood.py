@@ -84,13 +84,22 @@ class SersicPosterior:
         return torch.remainder(torch.rad2deg(angle) / 2, 180.0)
 
 
-def decode(raw: Tensor) -> SersicPosterior:
-    """Turn raw network outputs ``(N, 11)`` into a :class:`SersicPosterior`."""
+def decode(raw: Tensor, anchor: Tensor | None = None) -> SersicPosterior:
+    """Turn raw network outputs ``(N, 11)`` into a :class:`SersicPosterior`.
+
+    ``anchor`` (N, 4), optional: first guesses of the four Gaussian means in their
+    transformed variables (NaN: none). A raw output of 0 then decodes to the anchor
+    (its logit within the bounds is added), so the network learns a correction to it.
+    """
     if raw.ndim != 2 or raw.shape[1] != N_RAW_OUTPUTS:
         raise ValueError(f"expected raw outputs (N, {N_RAW_OUTPUTS}), got {tuple(raw.shape)}")
     bounds = torch.tensor(GAUSSIAN_BOUNDS, dtype=raw.dtype, device=raw.device)
     low, span = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
-    mean = low + span * torch.sigmoid(raw[:, :4])
+    logits = raw[:, :4]
+    if anchor is not None:
+        fraction = ((anchor.to(raw.dtype) - low) / span).clamp(0.01, 0.99)
+        logits = logits + torch.logit(fraction).nan_to_num(0.0)
+    mean = low + span * torch.sigmoid(logits)
     # σ from 1e-5 to 0.5 of each range, starting near 5% of it.
     log_fraction = -3.0 + 0.5 * raw[:, 4:8].clamp(-17.0, 9.0)
     sigma = span * torch.exp(log_fraction).clamp(1e-5, 0.5)

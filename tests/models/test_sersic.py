@@ -31,10 +31,13 @@ def sersic_file(tmp_path_factory):
     return simulate_to_hdf5(path, n_galaxies=96, spec=spec, seed=3, workers=1, progress=False)
 
 
-def _model(growth_radii=None, **kwargs) -> SersicModule:
+def _model(growth_radii=None, *, conditioned=False, anchors=False, **kwargs) -> SersicModule:
     # With the full-resolution core branch, so that every test covers it too.
-    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, core_size=8)
-    inputs = SersicInputs(growth_radii=growth_radii)
+    inputs = SersicInputs(growth_radii=growth_radii, anchors=anchors)
+    condition_dim = inputs.n_features if conditioned else 0
+    encoder = FastEncoder(
+        in_channels=1, image_size=32, channels=CHANNELS, core_size=8, condition_dim=condition_dim
+    )
     head = SersicHead(in_dim=encoder.out_dim, n_features=inputs.n_features, hidden_dim=32)
     options = {"optimizer": functools.partial(torch.optim.Adam, lr=3e-3), **kwargs}
     return SersicModule(encoder, head, inputs=inputs, **options)
@@ -70,9 +73,12 @@ def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
     assert torch.isfinite(model.train_range).all()
 
 
-@pytest.mark.parametrize("growth_radii", [None, (1.0, 2.0, 4.0, 12.0)])
-def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file, growth_radii):
-    model = _model(growth_radii).eval()
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"growth_radii": (1.0, 2.0, 4.0, 12.0)}, {"conditioned": True, "anchors": True}],
+)
+def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file, options):
+    model = _model(**options).eval()
     images = _images(sersic_file)
     psf = torch.full((len(images),), 4.0)
     reference = model.predict(images, psf)
@@ -132,6 +138,9 @@ def test_mismatched_head_is_a_clear_error():
     inputs = SersicInputs(growth_radii=[1, 2, 4, 8])
     with pytest.raises(ValueError, match=r"give 9 scalars.*set model\.head\.n_features=9"):
         SersicModule(encoder, SersicHead(in_dim=512), inputs=inputs)
+    conditioned = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, condition_dim=6)
+    with pytest.raises(ValueError, match=r"give 9 scalars.*model\.encoder\.condition_dim=9"):
+        SersicModule(conditioned, SersicHead(in_dim=512, n_features=9), inputs=inputs)
 
 
 def test_training_without_truth_columns_is_a_clear_error():
@@ -164,16 +173,21 @@ def test_encoder_starts_from_an_autoencoder_checkpoint(tmp_path):
     model.setup("fit")  # a second setup (e.g. after resuming) does not reload
 
 
-def test_folded_and_bfloat16_inference_agree_with_training_graph(sersic_file, tmp_path):
-    model = _model()
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_folded_and_bfloat16_inference_agree_with_training_graph(
+    sersic_file, tmp_path, conditioned
+):
+    model = _model(conditioned=conditioned, anchors=conditioned)
     trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=3, enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(sersic_file))  # BatchNorm statistics move
     model.eval()
     images = _images(sersic_file, n=16)
     psf = torch.full((16,), 4.0)
+    batch = model.inputs(images, psf)
+    scalars = (batch.features,) if conditioned else ()
     with torch.no_grad():
-        plain_features = model.encoder(model.inputs(images, psf).image)
-        folded_features = model._encoder_for_mode()(model.inputs(images, psf).image)
+        plain_features = model.encoder(batch.image, *scalars)
+        folded_features = model._encoder_for_mode()(batch.image, *scalars)
     assert torch.allclose(folded_features, plain_features, rtol=1e-4, atol=1e-5)
     exact, fast = model.predict(images, psf), model.predict(images, psf, bf16=True)
     for key in ("flux", "r_e_pix", "n"):

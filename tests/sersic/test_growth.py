@@ -79,3 +79,13 @@ def test_inputs_append_the_growth_fractions():
     batch = inputs(images, torch.tensor([3.0]))
     assert batch.features.shape == (1, inputs.n_features)
     assert SersicInputs().n_features == N_FEATURES
+
+
+def test_inputs_anchor_the_flux_on_the_stamp_sum():
+    images = _gaussian(3.0, 3.0)[None].float() * 50
+    images = images + 0.5 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    batch = SersicInputs(anchors=True)(images, torch.tensor([3.0]))
+    flux_over_sigma = images.sum() / batch.log_sigma.exp()
+    torch.testing.assert_close(batch.anchor[0, 0], flux_over_sigma.log()[0])
+    assert batch.anchor[0, 1:].isnan().all()
+    assert SersicInputs()(images, torch.tensor([3.0])).anchor is None

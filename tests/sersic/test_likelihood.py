@@ -97,3 +97,16 @@ def test_angle_errors_wrap_at_180_degrees():
     true_pa = posterior.pa_deg + 180.0  # the same orientation
     z = z_scores(posterior, posterior.mean, true_pa)
     assert torch.allclose(z, torch.zeros_like(z), atol=1e-6)
+
+
+def test_raw_outputs_of_zero_decode_to_the_anchor():
+    anchor = torch.tensor([[5.0, math.nan, math.nan, math.nan], [12.0, 1.0, 0.5, 0.3]])
+    posterior = decode(torch.zeros(2, 11), anchor)
+    bounds = torch.tensor(GAUSSIAN_BOUNDS)
+    middle = (bounds[:, 0] + bounds[:, 1]) / 2
+    torch.testing.assert_close(posterior.mean[0, 0], torch.tensor(5.0))
+    torch.testing.assert_close(posterior.mean[0, 1:], middle[1:])  # NaN: no guess
+    torch.testing.assert_close(posterior.mean[1], anchor[1])
+    # The network's output moves the mean from there, within the bounds.
+    moved = decode(torch.full((2, 11), 40.0), anchor)
+    torch.testing.assert_close(moved.mean[:, 0], bounds[0, 1].expand(2))

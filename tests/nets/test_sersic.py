@@ -1,10 +1,11 @@
-"""The Sérsic head: scalars condition the image features, and it learns to use them."""
+"""The Sérsic networks: scalars condition the encoder and the head, which learn to use them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from morpho.nets import SersicHead
+from morpho.nets import FastEncoder, SersicHead
 
 
 def _head(**kwargs) -> SersicHead:
@@ -63,3 +64,41 @@ def test_a_small_scalar_that_multiplies_an_image_feature_is_learned():
         error = (head(features, scalars) - target)[:, 0]
     # Ignoring the scalar would leave |Δ| about 0.2 |f|: a mean squared error near 0.04.
     assert error.square().mean() < 0.004
+
+
+def _encoder(**kwargs) -> FastEncoder:
+    torch.manual_seed(0)
+    encoder = FastEncoder(image_size=32, channels=[8, 16, 32], condition_dim=3, **kwargs)
+    encoder(torch.randn(16, 1, 32, 32), torch.randn(16, 3))  # BatchNorm statistics move
+    return encoder.eval()
+
+
+def test_an_untrained_encoder_conditioning_changes_nothing():
+    encoder = _encoder()
+    images = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(encoder(images, torch.zeros(4, 3)), encoder(images, torch.ones(4, 3)))
+
+
+@pytest.mark.parametrize("core_size", [0, 8])
+def test_conditioned_encoder_folds_to_the_same_function(core_size):
+    encoder = _encoder(core_size=core_size)
+    with torch.no_grad():
+        encoder.conditioning.net[-1].weight.normal_(std=0.3)  # as after training
+        images, scalars = torch.randn(4, 1, 32, 32), torch.randn(4, 3)
+        plain = encoder(images, scalars)
+        folded = encoder.fused()(images, scalars)
+        other = encoder(images, scalars + 1)
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+    assert (other - plain).abs().max() > 1e-2  # the scalars now change the features
+
+
+def test_conditioned_encoder_without_its_scalars_is_a_clear_error():
+    encoder = _encoder()
+    images = torch.randn(2, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"needs \(N, 3\) scalars, got None"):
+        encoder(images)
+    with pytest.raises(ValueError, match=r"needs \(N, 3\) scalars, got \(2, 5\)"):
+        encoder(images, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="condition_dim must be >= 0"):
+        FastEncoder(condition_dim=-1)
