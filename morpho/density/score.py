@@ -33,7 +33,7 @@ from morpho.data.errors import DataError
 from morpho.density.anomaly import bits_per_dim, local_scores, surprise_map
 from morpho.density.baseline import NeighbourGaussian
 from morpho.density.quantize import Quantizer
-from morpho.models.pixelcnn import PixelCNNModule
+from morpho.models.pixelcnn import PixelCNNModule, check_symmetry
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -170,7 +170,7 @@ def iter_scores(
     symmetry : {None, "dihedral"}
         ``"dihedral"``: ``log_likelihood`` and ``bits_per_dim`` (and so
         ``likelihood_ratio``) are those of the mixture over the 8 quarter turns and
-        mirror images (:meth:`~morpho.models.PixelCNNModule.log_likelihood`; 8 more
+        mirror images (:meth:`~morpho.models.PixelCNNModule.log_likelihood`; 7 more
         passes); the anomaly scores stay those of the image as it is.
 
     Yields
@@ -178,8 +178,7 @@ def iter_scores(
     DataFrame
         ``id``, ``index``, :data:`SCORE_COLUMNS` (and :data:`BASELINE_COLUMNS`).
     """
-    if symmetry not in (None, "dihedral"):
-        raise ValueError(f"symmetry must be null or dihedral, got {symmetry!r}")
+    check_symmetry(symmetry)
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     for batch in loader:
@@ -198,12 +197,11 @@ def iter_scores(
             n_draws=n_draws,
             seed=image_seeds(seed, batch["index"].tolist()),
         )
-        if symmetry is None:
-            log_likelihood = log_prob.sum(dim=(1, 2)).double()
-        else:
+        log_likelihood = log_prob.sum(dim=(1, 2)).double()
+        if symmetry is not None:
             with torch.no_grad():
                 log_likelihood = model.image_log_prob(
-                    levels.to(device), **cond, symmetry=symmetry
+                    levels.to(device), **cond, symmetry=symmetry, as_is=log_likelihood
                 ).double()
         scores = local_scores(surprise, variance, window=window)
         columns = {

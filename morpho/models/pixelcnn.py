@@ -31,9 +31,20 @@ from morpho.density.sampling import cached_sample, draw_uniforms, naive_sample
 from morpho.models.base import MorphoModule
 from morpho.nets.pixelcnn import PixelCNN
 
-__all__ = ["CONDITIONS", "PixelCNNModule"]
+__all__ = ["CONDITIONS", "SYMMETRIES", "PixelCNNModule", "check_symmetry"]
 
 CONDITIONS = ("none", "label", "vector")
+
+#: What ``symmetry`` may be in :meth:`PixelCNNModule.log_likelihood` (and ``morpho-score``).
+SYMMETRIES = (None, "dihedral")
+
+
+def check_symmetry(symmetry: str | None) -> None:
+    """Raise ValueError unless ``symmetry`` is one of :data:`SYMMETRIES`."""
+    if symmetry not in SYMMETRIES:
+        raise ValueError(
+            f"symmetry must be None (null in a config) or 'dihedral', got {symmetry!r}"
+        )
 
 
 class PixelCNNModule(MorphoModule):
@@ -222,19 +233,29 @@ class PixelCNNModule(MorphoModule):
         return {"log_likelihood": log_p, "bits_per_dim": bits_per_dim(log_p, dims)}
 
     def image_log_prob(
-        self, levels: Tensor, labels=None, vectors=None, *, symmetry: str | None = None
+        self,
+        levels: Tensor,
+        labels=None,
+        vectors=None,
+        *,
+        symmetry: str | None = None,
+        as_is: Tensor | None = None,
     ) -> Tensor:
         """ln p of each (C, H, W) image of ``levels``, (N,) nats; ``symmetry`` as in
-        :meth:`log_likelihood`."""
+        :meth:`log_likelihood`. ``as_is`` (N,), optional: ln p of the images as they
+        are, already computed, which saves the dihedral mixture one of its 8 passes."""
+        check_symmetry(symmetry)
         if symmetry is None:
             return self.pixel_log_prob(levels, labels, vectors).sum(dim=(1, 2))
-        if symmetry != "dihedral":
-            raise ValueError(f"symmetry must be None or 'dihedral', got {symmetry!r}")
-        views = dihedral_views(levels)  # (8, N, C, H, W); raises for non-square images
-        terms = torch.stack(
-            [self.pixel_log_prob(view, labels, vectors).sum(dim=(1, 2)) for view in views]
+        views = dihedral_views(levels)  # (8, N, C, H, W); views[0] is the image as it is
+        terms = [self.pixel_log_prob(view, labels, vectors).sum(dim=(1, 2)) for view in views[1:]]
+        first = (
+            as_is.to(terms[0])
+            if as_is is not None
+            else self.image_log_prob(levels, labels, vectors)
         )
-        return torch.logsumexp(terms.double(), dim=0).sub(math.log(len(views))).to(terms)
+        stacked = torch.stack([first, *terms])
+        return torch.logsumexp(stacked.double(), dim=0).sub(math.log(len(views))).to(stacked)
 
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()

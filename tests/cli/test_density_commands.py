@@ -135,7 +135,9 @@ def test_score_likelihoods_are_the_models_own(trained):
     np.testing.assert_allclose(mixture["log_likelihood"], expected["log_likelihood"], rtol=1e-5)
     assert not np.allclose(mixture["log_likelihood"], table["log_likelihood"])
     pd.testing.assert_series_equal(mixture["local"], table["local"])
-    with pytest.raises(ValueError, match="symmetry must be null or dihedral"):
+    with pytest.raises(
+        ValueError, match=r"symmetry must be None \(null in a config\) or 'dihedral'"
+    ):
         score_dataset(model, items, symmetry="mirror")
 
 

@@ -229,7 +229,17 @@ def test_dihedral_mixture_is_a_normalised_likelihood_invariant_to_turns_and_mirr
         model.log_likelihood(turned, symmetry="dihedral")["log_likelihood"].double(),
         mixture[:50],
     )
-    with pytest.raises(ValueError, match="symmetry must be None or 'dihedral'"):
+    with pytest.raises(
+        ValueError, match=r"symmetry must be None \(null in a config\) or 'dihedral'"
+    ):
         model.log_likelihood(images[:1], symmetry="rot90")
     with pytest.raises(ValueError, match="square"):
         model.log_likelihood(torch.zeros(1, 1, 3, 4), symmetry="dihedral")
+    # Given the image's own ln p, the mixture needs only the 7 other orientations.
+    passes = []
+    pixel_log_prob = model.pixel_log_prob
+    model.pixel_log_prob = lambda *a, **k: passes.append(1) or pixel_log_prob(*a, **k)
+    as_is = plain[:50].float()
+    reused = model.image_log_prob(levels[:50], symmetry="dihedral", as_is=as_is).double()
+    assert len(passes) == 7
+    torch.testing.assert_close(reused, mixture[:50])
