@@ -57,6 +57,7 @@ CLUSTERING_LEVERS = {
     },
     "eom_ms10": {"min_samples": 10},
     "eom_nn15": {"n_neighbors": 15},
+    "eom_unlimited": {"max_cluster_fraction": None},
 }
 HERE = Path(__file__).resolve().parent
 

@@ -47,6 +47,24 @@ def test_recovers_well_separated_blobs(fitted, blobs) -> None:
     np.testing.assert_allclose(fitted.scale_, X.std(axis=0))
 
 
+def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> None:
+    # Five overlapping blobs (3-4 σ apart) and one far away: the most stable clusters are
+    # the far blob and the union of the five, which holds 83% of the galaxies.
+    rng = np.random.default_rng(7)
+    centres = np.zeros((6, 16))
+    centres[1:] = 0.8 * rng.normal(size=(5, 16))
+    centres[0, 0] = 60.0
+    truth = rng.permutation(np.repeat(np.arange(6), 200))
+    X = centres[truth] + rng.normal(size=(len(truth), 16))
+    unlimited = Taxonomy(max_cluster_fraction=None).fit(X)
+    assert unlimited.n_clusters_ == 2
+    limited = Taxonomy(max_cluster_fraction=0.5).fit(X)
+    assert limited.n_clusters_ == 6
+    assert np.bincount(limited.labels_[limited.labels_ >= 0]).max() <= 0.5 * len(X)
+    assert adjusted_rand_score(truth, limited.labels_) > 0.5
+    assert adjusted_rand_score(truth, unlimited.labels_) < 0.2
+
+
 def test_predict_on_jittered_training_set_agrees_with_labels(fitted, blobs) -> None:
     X, _ = blobs
     # A jitter well below the blobs' unit scatter makes UMAP transform every galaxy
@@ -231,6 +249,8 @@ def test_ids_of_wrong_length(fitted, new_blobs) -> None:
         ({"min_samples": 0}, "min_samples must be None or >= 1, got 0"),
         ({"map_n_epochs": 0}, "map_n_epochs must be None or an integer >= 1, got 0"),
         ({"n_epochs": 2.5}, "n_epochs must be None or an integer >= 1, got 2.5"),
+        ({"max_cluster_fraction": 0.0}, r"max_cluster_fraction must be None or in \(0, 1\]"),
+        ({"max_cluster_fraction": 1.5}, r"max_cluster_fraction must be None or in \(0, 1\]"),
     ],
 )
 def test_bad_parameters(blobs, params, message) -> None:
