@@ -44,15 +44,22 @@ def check_radii(radii: Sequence[float]) -> tuple[float, ...]:
     return radii
 
 
-def elliptical_radius(images: Tensor, *, weight_sigma: float = 8.0) -> Tensor:
+def elliptical_radius(
+    images: Tensor, *, weight_sigma: float = 8.0, moments: Tensor | None = None
+) -> Tensor:
     """Circularised elliptical radius (pixels) of every pixel, ``(N, H, W)``.
 
     The ellipse is that of the Gaussian-weighted (σ = ``weight_sigma``) second
-    moments of each square ``(N, S, S)`` image about the stamp centre. Where the moments
+    moments of each square ``(N, S, S)`` image about the stamp centre, or of
+    ``moments`` (N, 4) ``(e1, e2, trace, i0)`` of these images when already computed
+    (:attr:`morpho.sersic.pose.Pose.moments` for canonical images). Where the moments
     are not those of an ellipse (no positive weighted flux, or a degenerate
     matrix) the radius is circular.
     """
-    _, _, e1, e2, trace, i0 = weighted_moments(images, weight_sigma)
+    if moments is None:
+        _, _, e1, e2, trace, i0 = weighted_moments(images, weight_sigma)
+    else:
+        e1, e2, trace, i0 = moments.to(images.dtype).unbind(dim=1)
     ixx, iyy, ixy = (trace + e1) / (2 * i0), (trace - e1) / (2 * i0), e2 / (2 * i0)
     det = ixx * iyy - ixy**2
     valid = (i0 > 0) & (ixx > 0) & (iyy > 0) & (det > 1e-6 * (ixx + iyy) ** 2)
@@ -70,7 +77,11 @@ def elliptical_radius(images: Tensor, *, weight_sigma: float = 8.0) -> Tensor:
 
 
 def growth_fractions(
-    images: Tensor, radii: Sequence[float] = DEFAULT_GROWTH_RADII, *, weight_sigma: float = 8.0
+    images: Tensor,
+    radii: Sequence[float] = DEFAULT_GROWTH_RADII,
+    *,
+    weight_sigma: float = 8.0,
+    moments: Tensor | None = None,
 ) -> Tensor:
     """Flux inside each aperture over the flux inside the last one, ``(N, len(radii) - 1)``.
 
@@ -82,6 +93,8 @@ def growth_fractions(
         Circularised aperture radii in pixels; the last is the reference.
     weight_sigma : float
         σ (pixels) of the Gaussian weight of the moments that shape the ellipses.
+    moments : (N, 4) tensor, optional
+        These moments when already computed (see :func:`elliptical_radius`).
 
     Returns
     -------
@@ -90,7 +103,7 @@ def growth_fractions(
         them); 0 where the reference flux is not positive.
     """
     radii = check_radii(radii)
-    r = elliptical_radius(images, weight_sigma=weight_sigma).flatten(1)  # (N, P)
+    r = elliptical_radius(images, weight_sigma=weight_sigma, moments=moments).flatten(1)  # (N, P)
     pixels = images.flatten(1)
     # One aperture at a time: (N, P) per radius, not (N, K, P), for large batches.
     flux = torch.stack([((radius + 0.5 - r).clamp(0, 1) * pixels).sum(1) for radius in radii], 1)

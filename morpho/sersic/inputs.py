@@ -202,7 +202,8 @@ class SersicInputs(nn.Module):
             psf_wings[:, None].to(pose.shape),
         ]
         if self.growth_radii:
-            parts.append(growth_fractions(canonical[:, 0], self.growth_radii))
+            # The canonical image's moments, from the pose: not computed a second time.
+            parts.append(growth_fractions(canonical[:, 0], self.growth_radii, moments=pose.moments))
         features = torch.cat(parts, dim=1)
         return SersicInputBatch(
             image=canonical.abs().mul_(1 / self.stretch_scale).log1p_().copysign_(canonical),

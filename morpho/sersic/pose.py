@@ -46,12 +46,18 @@ class Pose:
         What the weighted moments say of the galaxy, the same in every orientation:
         ``|e1| / T``, ``|e2| / T`` and ``ln(T / I0)`` with ``T = Σ w I (x² + y²)`` and
         ``I0 = Σ w I`` (clamped where the weighted flux is not positive).
+    moments : (N, 4) tensor, optional
+        The canonical image's own weighted moments ``(e1, e2, T, I0)`` as
+        :func:`weighted_moments` defines them (``e1, e2 >= 0`` there), unclamped, so
+        that what else is measured in the canonical frame need not compute them again
+        (:func:`morpho.sersic.growth.elliptical_radius`).
     """
 
     flip: Tensor
     transpose: Tensor
     turn: Tensor
     shape: Tensor
+    moments: Tensor | None = None
 
 
 def weighted_moments(images: Tensor, weight_sigma: float) -> tuple[Tensor, ...]:
@@ -119,12 +125,14 @@ def canonical_pose(images: Tensor, *, weight_sigma: float = 8.0) -> tuple[Tensor
     turn = x1_after < 0
     out = _apply(images, flip, transpose, turn)
     tiny = torch.finfo(images.dtype).tiny
-    trace = trace.clamp_min(tiny)
+    trace_raw, trace = trace, trace.clamp_min(tiny)
     shape = torch.stack(
         [e1.abs() / trace, e2.abs() / trace, torch.log(trace / i0.clamp_min(tiny)).clamp(-5, 10)],
         dim=1,
     ).clamp(max=1e3)
-    pose = Pose(flip=flip, transpose=transpose, turn=turn, shape=shape)
+    # A mirror image negates e2 and a transpose e1; a turn by 180° changes neither.
+    moments = torch.stack([e1.abs(), e2.abs(), trace_raw, i0], dim=1)
+    pose = Pose(flip=flip, transpose=transpose, turn=turn, shape=shape, moments=moments)
     return out, pose
 
 

@@ -10,6 +10,7 @@ import torch
 
 from morpho.sersic.growth import elliptical_radius, growth_fractions
 from morpho.sersic.inputs import N_FEATURES, SersicInputs
+from morpho.sersic.pose import canonical_pose
 from tests.sersic.test_pose import DIHEDRAL
 
 RADII = (2.0, 3.0, 4.0, 6.0, 28.0)
@@ -59,6 +60,21 @@ def test_the_curve_is_the_same_for_every_rotation_and_mirror():
     reference = growth_fractions(image)
     for name, transform in DIHEDRAL.items():
         torch.testing.assert_close(growth_fractions(transform(image)), reference, msg=name)
+
+
+def test_the_canonical_pose_moments_give_the_recomputed_curve():
+    # SersicInputs hands growth_fractions the pose's moments instead of measuring them again
+    # on the canonical image: the same curve, in every orientation of a noisy galaxy.
+    generator = torch.Generator().manual_seed(1)
+    image = _gaussian(5.0, 2.0, 23.0) * 40 + torch.randn(1, 64, 64, generator=generator)
+    for name, transform in DIHEDRAL.items():
+        canonical, pose = canonical_pose(transform(image)[None])
+        assert (pose.moments[:, :2] >= 0).all()
+        torch.testing.assert_close(
+            growth_fractions(canonical[:, 0], moments=pose.moments),
+            growth_fractions(canonical[:, 0]),
+            msg=name,
+        )
 
 
 def test_bad_radii_and_empty_stamps():
