@@ -181,7 +181,7 @@ class SersicModule(MorphoModule):
         )
         encoder = self._encoder_for_mode()
         # A conditioned encoder also reads the scalars (PSF, S/N, shape).
-        scalars = (batch.features,) if getattr(self.encoder, "condition_dim", 0) else ()
+        scalars = (batch.features,) if _condition_dim(self.encoder) else ()
         with autocast:
             features = encoder(batch.image, *scalars)
         with full_precision(features) as features:  # the head and decoding in float32
@@ -339,6 +339,12 @@ class SersicModule(MorphoModule):
         self.log("val/coverage95", coverage(calibrated, level=0.95).mean(), sync_dist=False)
 
 
+def _condition_dim(encoder: nn.Module) -> int:
+    """How many scalars a conditioned encoder reads beside the image (0: none, or any
+    encoder without FiLM such as the autoencoder's)."""
+    return getattr(encoder, "condition_dim", 0)
+
+
 def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> None:
     """Raise ValueError when the head does not take the encoder's or the inputs' sizes."""
     scalars = getattr(head, "n_features", None)
@@ -347,7 +353,7 @@ def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> N
             f"the inputs give {inputs.n_features} scalars per galaxy but the head takes "
             f"n_features={scalars}; set model.head.n_features={inputs.n_features}"
         )
-    conditioned = getattr(encoder, "condition_dim", 0)
+    conditioned = _condition_dim(encoder)
     if conditioned and conditioned != inputs.n_features:
         raise ValueError(
             f"the inputs give {inputs.n_features} scalars per galaxy but the encoder is "
