@@ -58,6 +58,7 @@ CLUSTERING_LEVERS = {
     "eom_ms10": {"min_samples": 10},
     "eom_nn15": {"n_neighbors": 15},
     "eom_unlimited": {"max_cluster_fraction": None},
+    "eom_mcs50": {"min_cluster_size": 50, "min_samples": None},  # the default until 2026-12-01
 }
 HERE = Path(__file__).resolve().parent
 

@@ -71,10 +71,18 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     metric : str
         Distance between input embeddings (any named umap-learn metric).
     min_cluster_size : int
-        Smallest number of galaxies that makes a cluster (HDBSCAN).
+        Smallest number of galaxies that makes a cluster (HDBSCAN). The default, 200,
+        suits samples of a few thousand galaxies up; lower it for smaller ones. On the
+        simulated six classes (4800 training galaxies) 50 split classes by S/N and
+        inclination into 11 clusters with 16% noise at S/N >= 40 (ARI 0.67); 200 with
+        ``min_samples=50`` gives 7 clusters, 12% noise (ARI 0.74), and any size from 200
+        to 400 the same (``benchmarks/RESULTS.md``).
     min_samples : int or None
-        HDBSCAN's density smoothing; None means ``min_cluster_size``. Lower values
-        leave fewer galaxies as noise.
+        HDBSCAN's density smoothing, at most ``min_cluster_size`` (a larger value is
+        lowered to it, so that lowering ``min_cluster_size`` for a small sample is
+        enough); None means ``min_cluster_size``, as in HDBSCAN. Lower values let the
+        tree split more finely (10 on the simulated set: 15 clusters), higher ones
+        leave more galaxies as noise (200: 25% at S/N >= 40).
     cluster_selection_method : {"eom", "leaf"}
         HDBSCAN's selection: the most stable clusters, or the leaves of the tree.
     cluster_selection_epsilon : float
@@ -141,8 +149,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         n_neighbors: int = 30,
         min_dist: float = 0.0,
         metric: str = "euclidean",
-        min_cluster_size: int = 50,
-        min_samples: int | None = None,
+        min_cluster_size: int = 200,
+        min_samples: int | None = 50,
         cluster_selection_method: str = "eom",
         cluster_selection_epsilon: float = 0.0,
         max_cluster_fraction: float | None = 0.5,
@@ -211,7 +219,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         )
         self.clusterer_ = hdbscan.HDBSCAN(
             min_cluster_size=self.min_cluster_size,
-            min_samples=self.min_samples,
+            min_samples=self._min_samples(),
             cluster_selection_method=self.cluster_selection_method,
             cluster_selection_epsilon=self.cluster_selection_epsilon,
             max_cluster_size=self._max_cluster_size(len(Z)),
@@ -226,6 +234,12 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         self.n_clusters_ = int(self.labels_.max()) + 1
         self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), self.labels_)
         return self
+
+    def _min_samples(self) -> int:
+        """HDBSCAN's ``min_samples``: the parameter, at most ``min_cluster_size``."""
+        if self.min_samples is None:
+            return self.min_cluster_size
+        return min(self.min_samples, self.min_cluster_size)
 
     def _max_cluster_size(self, n: int) -> int:
         """HDBSCAN's ``max_cluster_size`` for ``n`` galaxies (0: no limit)."""

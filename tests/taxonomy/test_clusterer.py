@@ -56,13 +56,23 @@ def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> No
     centres[0, 0] = 60.0
     truth = rng.permutation(np.repeat(np.arange(6), 200))
     X = centres[truth] + rng.normal(size=(len(truth), 16))
-    unlimited = Taxonomy(max_cluster_fraction=None).fit(X)
+    # Blobs of 200: below the default min_cluster_size (200) once their edges fall to noise.
+    small = {"min_cluster_size": 50}
+    unlimited = Taxonomy(max_cluster_fraction=None, **small).fit(X)
     assert unlimited.n_clusters_ == 2
-    limited = Taxonomy(max_cluster_fraction=0.5).fit(X)
+    limited = Taxonomy(max_cluster_fraction=0.5, **small).fit(X)
     assert limited.n_clusters_ == 6
     assert np.bincount(limited.labels_[limited.labels_ >= 0]).max() <= 0.5 * len(X)
     assert adjusted_rand_score(truth, limited.labels_) > 0.5
     assert adjusted_rand_score(truth, unlimited.labels_) < 0.2
+
+
+@pytest.mark.parametrize(("min_samples", "used"), [(50, 5), (None, 5), (3, 3)])
+def test_min_samples_is_at_most_min_cluster_size(blobs, min_samples, used) -> None:
+    # The default min_samples (50) follows a lowered min_cluster_size, as None does.
+    X, _ = blobs
+    params = {**TINY, "min_samples": min_samples}
+    assert Taxonomy(**params).fit(X[:200]).clusterer_.min_samples == used
 
 
 def test_predict_on_jittered_training_set_agrees_with_labels(fitted, blobs) -> None:
