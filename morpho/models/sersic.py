@@ -84,6 +84,13 @@ class SersicModule(MorphoModule):
         architecture must match); None trains from scratch.
     freeze_encoder : bool
         Keep the encoder's weights fixed (only the head trains).
+    train_noise : float
+        In training only, add fresh Gaussian noise of ``train_noise`` times each
+        image's own noise σ (estimated from its border, as the inputs do) to the
+        fitted band, drawn anew every time a galaxy is seen: a slightly deeper-noised
+        exposure of the same galaxy, so the truth is unchanged, and a noise pattern
+        the network cannot memorise over the epochs (S/N lowered by a factor
+        ``1 / sqrt(1 + train_noise²)``). 0: off.
     """
 
     kind = "sersic"
@@ -105,6 +112,7 @@ class SersicModule(MorphoModule):
         calibration_bins: int = 4,
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
+        train_noise: float = 0.0,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
         if columns is None or len(columns) not in (6, 7):
@@ -116,6 +124,8 @@ class SersicModule(MorphoModule):
         columns = [str(c) for c in columns]
         if psf_fwhm_unit not in PSF_UNITS:
             raise ValueError(f"psf_fwhm_unit must be one of {PSF_UNITS}, got {psf_fwhm_unit!r}")
+        if not (isinstance(train_noise, (int, float)) and 0 <= train_noise <= 10):
+            raise ValueError(f"train_noise must be a number in [0, 10], got {train_noise!r}")
         self.save_hyperparameters(
             ignore=["encoder", "head", "inputs", "optimizer", "scheduler", "preprocessor"],
             logger=False,
@@ -295,10 +305,21 @@ class SersicModule(MorphoModule):
             seen = torch.stack([gathered[:, 0].amin(dim=0), gathered[:, 1].amax(dim=0)])
         self.train_range.copy_(seen)
 
+    def _noised(self, images: Tensor) -> Tensor:
+        """``images`` with fresh noise of ``train_noise`` times their σ in the fitted band."""
+        band = self.inputs.band
+        with full_precision(images) as images:
+            sigma = self.inputs.noise_sigma(images)[:, None, None]
+            noised = images.clone()
+            noised[:, band] += self.hparams.train_noise * sigma * torch.randn_like(images[:, band])
+        return noised
+
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
-        columns = batch["columns"]
+        columns, images = batch["columns"], batch["image"]
         wings = columns[:, 6] if columns.shape[1] > 6 else None
-        posterior, inputs = self(batch["image"], self.psf_fwhm_pix(columns[:, 5]), wings)
+        if stage == "train" and self.hparams.get("train_noise", 0.0):
+            images = self._noised(images)
+        posterior, inputs = self(images, self.psf_fwhm_pix(columns[:, 5]), wings)
         targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
         loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
         log = {"batch_size": len(columns), "sync_dist": stage != "train"}

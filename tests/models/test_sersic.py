@@ -224,3 +224,28 @@ def test_trainer_mixed_precision_reaches_the_encoder(sersic_file):
         model(images, torch.full((4,), 4.0))
     model(images, torch.full((4,), 4.0))
     assert dtypes == [torch.bfloat16, torch.float32]
+
+
+def test_training_noise_is_fresh_and_scaled_to_each_images_sigma():
+    # Two-band galaxies of known noise σ: the added noise has train_noise × σ in the
+    # fitted band only, is drawn anew on every call, and leaves the batch itself alone.
+    generator = torch.Generator().manual_seed(0)
+    sigma = torch.tensor([1.0, 5.0, 20.0])
+    y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    galaxy = 300 * torch.exp(-((x - 23.5) ** 2 + (y - 23.5) ** 2) / 18)
+    images = galaxy + sigma[:, None, None, None] * torch.randn(3, 2, 48, 48, generator=generator)
+    before = images.clone()
+    model = _model(train_noise=0.5)
+    torch.manual_seed(1)
+    first = model._noised(images)
+    second = model._noised(images)
+    assert torch.equal(images, before)
+    assert torch.equal(first[:, 1], images[:, 1])  # band 1 is not fitted
+    added = (first - images)[:, 0].flatten(1).std(dim=1)
+    torch.testing.assert_close(added, 0.5 * sigma, rtol=0.08, atol=0)
+    assert not torch.allclose(first, second)
+
+
+def test_bad_training_noise_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"train_noise must be a number in \[0, 10\]"):
+        _model(train_noise=-0.1)
