@@ -317,14 +317,18 @@ class SersicModule(MorphoModule):
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         columns, images = batch["columns"], batch["image"]
         wings = columns[:, 6] if columns.shape[1] > 6 else None
-        if stage == "train" and self.hparams.get("train_noise", 0.0):
-            images = self._noised(images)
-        posterior, inputs = self(images, self.psf_fwhm_pix(columns[:, 5]), wings)
+        fwhm = self.psf_fwhm_pix(columns[:, 5])
+        noised = stage == "train" and bool(self.hparams.get("train_noise", 0.0))
+        posterior, inputs = self(self._noised(images) if noised else images, fwhm, wings)
         targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
         loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
         log = {"batch_size": len(columns), "sync_dist": stage != "train"}
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         if stage == "train":
+            if noised:  # the ranges describe the training images, not their noised copies
+                with torch.no_grad():
+                    inputs = self.inputs(images, fwhm, wings)
+                    targets = self._targets(columns, inputs.log_sigma, inputs.pose)[0]
             self._update_range(inputs.features, targets)
             return loss
         self.log_dict(
