@@ -305,31 +305,38 @@ class SersicModule(MorphoModule):
             seen = torch.stack([gathered[:, 0].amin(dim=0), gathered[:, 1].amax(dim=0)])
         self.train_range.copy_(seen)
 
-    def _noised(self, images: Tensor) -> Tensor:
-        """``images`` with fresh noise of ``train_noise`` times their σ in the fitted band."""
+    def _noised(self, images: Tensor, sigma: Tensor) -> Tensor:
+        """``images`` with fresh noise of ``train_noise`` times their (N,) σ in the fitted band."""
         band = self.inputs.band
         with full_precision(images) as images:
-            sigma = self.inputs.noise_sigma(images)[:, None, None]
+            scale = self.hparams.train_noise * sigma[:, None, None]
+            noise = torch.randn_like(images[:, band]) * scale
             noised = images.clone()
-            noised[:, band] += self.hparams.train_noise * sigma * torch.randn_like(images[:, band])
+            noised[:, band] += noise
         return noised
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         columns, images = batch["columns"], batch["image"]
         wings = columns[:, 6] if columns.shape[1] > 6 else None
         fwhm = self.psf_fwhm_pix(columns[:, 5])
-        noised = stage == "train" and bool(self.hparams.get("train_noise", 0.0))
-        posterior, inputs = self(self._noised(images) if noised else images, fwhm, wings)
+        clean = None
+        if stage == "train" and self.hparams.get("train_noise", 0.0):
+            # The clean images' inputs give the σ of the added noise and the training
+            # ranges, which describe the training images, not their noised copies.
+            with torch.no_grad():
+                clean = self.inputs(images, fwhm, wings)
+            images = self._noised(images, clean.log_sigma.exp())
+        posterior, inputs = self(images, fwhm, wings)
         targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
         loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
         log = {"batch_size": len(columns), "sync_dist": stage != "train"}
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         if stage == "train":
-            if noised:  # the ranges describe the training images, not their noised copies
-                with torch.no_grad():
-                    inputs = self.inputs(images, fwhm, wings)
-                    targets = self._targets(columns, inputs.log_sigma, inputs.pose)[0]
-            self._update_range(inputs.features, targets)
+            if clean is None:
+                self._update_range(inputs.features, targets)
+            else:
+                clean_targets = self._targets(columns, clean.log_sigma, clean.pose)[0]
+                self._update_range(clean.features, clean_targets)
             return loss
         self.log_dict(
             {f"{stage}/{k}": v for k, v in _errors(posterior, targets, pa).items()}, **log

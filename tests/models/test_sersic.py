@@ -236,9 +236,10 @@ def test_training_noise_is_fresh_and_scaled_to_each_images_sigma():
     images = galaxy + sigma[:, None, None, None] * torch.randn(3, 2, 48, 48, generator=generator)
     before = images.clone()
     model = _model(train_noise=0.5)
+    estimated = model.inputs(images, torch.full((3,), 3.0)).log_sigma.exp()  # as in training
     torch.manual_seed(1)
-    first = model._noised(images)
-    second = model._noised(images)
+    first = model._noised(images, estimated)
+    second = model._noised(images, estimated)
     assert torch.equal(images, before)
     assert torch.equal(first[:, 1], images[:, 1])  # band 1 is not fitted
     added = (first - images)[:, 0].flatten(1).std(dim=1)
