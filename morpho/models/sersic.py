@@ -77,6 +77,8 @@ class SersicModule(MorphoModule):
         Arcsec per pixel, for the PSF column and the r_e in arcsec.
     beta : float
         β-NLL exponent (see :func:`morpho.sersic.likelihood.negative_log_likelihood`).
+    pa_weight : float
+        Weight of the position angle's term in the training loss (1: the likelihood's).
     calibration_bins : int
         Quantile bins of the stamp S/N, each with its own temperatures.
     encoder_checkpoint : str, optional
@@ -109,6 +111,7 @@ class SersicModule(MorphoModule):
         psf_fwhm_unit: str = "arcsec",
         pixel_scale: float = 0.2,
         beta: float = 0.5,
+        pa_weight: float = 1.0,
         calibration_bins: int = 4,
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
@@ -126,6 +129,8 @@ class SersicModule(MorphoModule):
             raise ValueError(f"psf_fwhm_unit must be one of {PSF_UNITS}, got {psf_fwhm_unit!r}")
         if not (isinstance(train_noise, (int, float)) and 0 <= train_noise <= 10):
             raise ValueError(f"train_noise must be a number in [0, 10], got {train_noise!r}")
+        if not (isinstance(pa_weight, (int, float)) and pa_weight > 0):
+            raise ValueError(f"pa_weight must be a positive number, got {pa_weight!r}")
         self.save_hyperparameters(
             ignore=["encoder", "head", "inputs", "optimizer", "scheduler", "preprocessor"],
             logger=False,
@@ -328,7 +333,13 @@ class SersicModule(MorphoModule):
             images = self._noised(images, clean.log_sigma.exp())
         posterior, inputs = self(images, fwhm, wings)
         targets, pa = self._targets(columns, inputs.log_sigma, inputs.pose)
-        loss = negative_log_likelihood(posterior, targets, pa, beta=self.hparams.beta).mean()
+        loss = negative_log_likelihood(
+            posterior,
+            targets,
+            pa,
+            beta=self.hparams.beta,
+            pa_weight=self.hparams.get("pa_weight", 1.0),
+        ).mean()
         log = {"batch_size": len(columns), "sync_dist": stage != "train"}
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         if stage == "train":

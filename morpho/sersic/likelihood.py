@@ -114,7 +114,12 @@ def _log_i0(kappa: Tensor) -> Tensor:
 
 
 def negative_log_likelihood(
-    posterior: SersicPosterior, targets: Tensor, pa_deg: Tensor, *, beta: float = 0.5
+    posterior: SersicPosterior,
+    targets: Tensor,
+    pa_deg: Tensor,
+    *,
+    beta: float = 0.5,
+    pa_weight: float = 1.0,
 ) -> Tensor:
     """Per-galaxy negative log-likelihood, (N,).
 
@@ -128,6 +133,10 @@ def negative_log_likelihood(
     beta : float, default 0.5
         β-NLL exponent: each Gaussian term is weighted by ``σ^{2β}`` (not
         differentiated); 0 gives the plain negative log-likelihood.
+    pa_weight : float, default 1.0
+        Weight of the position angle's von Mises term (not β-weighted): above 1 the
+        training gives the angle more of the network's attention than its
+        likelihood share; 1 is the plain likelihood.
     """
     z = (targets - posterior.mean) / posterior.sigma
     gaussian = 0.5 * z**2 + torch.log(posterior.sigma) + 0.5 * math.log(2 * math.pi)
@@ -137,7 +146,7 @@ def negative_log_likelihood(
     cos_delta = (posterior.direction * torch.stack([two_theta.cos(), two_theta.sin()], 1)).sum(1)
     kappa = posterior.kappa
     von_mises = -kappa * cos_delta + _log_i0(kappa) + math.log(2 * math.pi)
-    return gaussian.sum(dim=1) + von_mises
+    return gaussian.sum(dim=1) + pa_weight * von_mises
 
 
 def circular_sigma(kappa: Tensor) -> Tensor:

@@ -250,3 +250,9 @@ def test_training_noise_is_fresh_and_scaled_to_each_images_sigma():
 def test_bad_training_noise_is_a_clear_error():
     with pytest.raises(ValueError, match=r"train_noise must be a number in \[0, 10\]"):
         _model(train_noise=-0.1)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, "2"])
+def test_bad_pa_weight_is_a_clear_error(value):
+    with pytest.raises(ValueError, match="pa_weight must be a positive number"):
+        _model(pa_weight=value)

@@ -52,6 +52,20 @@ def test_negative_log_likelihood_matches_torch_distributions():
     assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_pa_weight_scales_the_angle_term_only():
+    posterior = decode(_raw(32, seed=3))
+    generator = torch.Generator().manual_seed(4)
+    targets = posterior.mean + posterior.sigma * torch.randn(
+        32, 4, generator=generator, dtype=torch.float64
+    )
+    pa = 180 * torch.rand(32, generator=generator, dtype=torch.float64)
+    loc = 2 * torch.deg2rad(posterior.pa_deg)
+    angle = -VonMises(loc, posterior.kappa).log_prob(torch.deg2rad(2 * pa) - 2 * math.pi)
+    plain = negative_log_likelihood(posterior, targets, pa, beta=0.5)
+    weighted = negative_log_likelihood(posterior, targets, pa, beta=0.5, pa_weight=3.0)
+    assert torch.allclose(weighted - plain, 2.0 * angle, rtol=1e-6, atol=1e-6)
+
+
 def test_circular_sigma_tends_to_one_over_root_kappa_and_matches_samples():
     big = torch.tensor([1e4], dtype=torch.float64)
     assert torch.allclose(circular_sigma(big), big.rsqrt(), rtol=1e-3)
