@@ -36,34 +36,37 @@ def test_means_stay_inside_the_physical_ranges():
     assert ((posterior.pa_deg >= 0) & (posterior.pa_deg < 180)).all()
 
 
-def test_negative_log_likelihood_matches_torch_distributions():
-    posterior = decode(_raw(64))
-    generator = torch.Generator().manual_seed(1)
+def _draw(n: int, seed: int):
+    """A decoded posterior, truths drawn from its Gaussians and uniform angles."""
+    posterior = decode(_raw(n, seed=seed))
+    generator = torch.Generator().manual_seed(seed + 1)
     targets = posterior.mean + posterior.sigma * torch.randn(
-        64, 4, generator=generator, dtype=torch.float64
+        n, 4, generator=generator, dtype=torch.float64
     )
-    pa = 180 * torch.rand(64, generator=generator, dtype=torch.float64)
+    pa = 180 * torch.rand(n, generator=generator, dtype=torch.float64)
+    return posterior, targets, pa
+
+
+def _angle_nll(posterior, pa):
+    """The von Mises negative log-likelihood of ``2·pa``, by torch.distributions."""
     loc = 2 * torch.deg2rad(posterior.pa_deg)
-    expected = -Normal(posterior.mean, posterior.sigma).log_prob(targets).sum(1) - VonMises(
-        loc, posterior.kappa
-    ).log_prob(torch.deg2rad(2 * pa) - 2 * math.pi)
+    return -VonMises(loc, posterior.kappa).log_prob(torch.deg2rad(2 * pa) - 2 * math.pi)
+
+
+def test_negative_log_likelihood_matches_torch_distributions():
+    posterior, targets, pa = _draw(64, seed=0)
+    expected = -Normal(posterior.mean, posterior.sigma).log_prob(targets).sum(1)
+    expected = expected + _angle_nll(posterior, pa)
     got = negative_log_likelihood(posterior, targets, pa, beta=0.0)
     # torch evaluates log I0 by a polynomial approximation (about 1e-7 relative)
     assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_pa_weight_scales_the_angle_term_only():
-    posterior = decode(_raw(32, seed=3))
-    generator = torch.Generator().manual_seed(4)
-    targets = posterior.mean + posterior.sigma * torch.randn(
-        32, 4, generator=generator, dtype=torch.float64
-    )
-    pa = 180 * torch.rand(32, generator=generator, dtype=torch.float64)
-    loc = 2 * torch.deg2rad(posterior.pa_deg)
-    angle = -VonMises(loc, posterior.kappa).log_prob(torch.deg2rad(2 * pa) - 2 * math.pi)
+    posterior, targets, pa = _draw(32, seed=3)
     plain = negative_log_likelihood(posterior, targets, pa, beta=0.5)
     weighted = negative_log_likelihood(posterior, targets, pa, beta=0.5, pa_weight=3.0)
-    assert torch.allclose(weighted - plain, 2.0 * angle, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(weighted - plain, 2.0 * _angle_nll(posterior, pa), rtol=1e-6, atol=1e-6)
 
 
 def test_circular_sigma_tends_to_one_over_root_kappa_and_matches_samples():
