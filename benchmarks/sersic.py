@@ -64,7 +64,7 @@ def _simulate(path: Path, n: int, snr: tuple[float, float], seed: int) -> Path:
 
 def _train(args, workdir: Path) -> Path:
     overrides = [
-        "experiment=sersic",
+        f"experiment={args.experiment}",
         f"paths.data_dir={workdir}",
         f"paths.output_dir={workdir / 'train'}",
         f"data.prepare.n_galaxies={args.n_train}",
@@ -325,6 +325,11 @@ def main() -> None:
     parser.add_argument("--workdir", default="benchmarks/_work/sersic")
     parser.add_argument(
         "--checkpoint", default=None, help="evaluate this model instead of training"
+    )
+    parser.add_argument(
+        "--experiment",
+        default="sersic",
+        help="training experiment config (sersic_noiseless: noise drawn on noiseless images)",
     )
     parser.add_argument(
         "--override", nargs="*", default=[], help="extra Hydra overrides for training"

@@ -106,7 +106,7 @@ TINY_PIXELCNN = [*TINY_DATA, "model.net.channels=8", "model.net.n_blocks=1"]
 )
 def test_train_group_options_instantiate(group, option, tmp_path):
     overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}", *TINY_TRAIN]
-    if option == "sersic":
+    if option.startswith("sersic"):
         data = ["data=simulated_sersic"] if group == "model" else []
         overrides = [f"{group}={option}", *data, f"paths.data_dir={tmp_path}", *TINY_SERSIC]
     if option in ("pixelcnn", "density"):

@@ -93,6 +93,16 @@ class SersicModule(MorphoModule):
         exposure of the same galaxy, so the truth is unchanged, and a noise pattern
         the network cannot memorise over the epochs (S/N lowered by a factor
         ``1 / sqrt(1 + train_noise²)``). 0: off.
+    noise_columns : (str, str, str), optional
+        Train on *noiseless* images (simulated data: ``data.source.images_key=noiseless``)
+        and draw their CCD noise here: the catalog columns holding each galaxy's sky
+        level (ADU), read noise (e-) and gain (e-/ADU), which the batches' columns
+        carry after ``columns``. Every pixel gets Gaussian noise of the CCD variance
+        ``(max(m, 0) + sky) / gain + (read noise / gain)²`` of its noiseless value
+        ``m``: fresh every time a galaxy is seen in training (the training images are
+        then exactly as noisy as real ones, with a new noise pattern each epoch), and
+        the same every epoch for a validation or test galaxy (drawn from its index).
+        None: the images are used as they are.
     """
 
     kind = "sersic"
@@ -116,6 +126,7 @@ class SersicModule(MorphoModule):
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
         train_noise: float = 0.0,
+        noise_columns: Sequence[str] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
         if columns is None or len(columns) not in (6, 7):
@@ -129,6 +140,14 @@ class SersicModule(MorphoModule):
             raise ValueError(f"psf_fwhm_unit must be one of {PSF_UNITS}, got {psf_fwhm_unit!r}")
         if not (isinstance(train_noise, (int, float)) and 0 <= train_noise <= 10):
             raise ValueError(f"train_noise must be a number in [0, 10], got {train_noise!r}")
+        if noise_columns is not None:
+            noise_columns = [str(c) for c in noise_columns]
+            if len(noise_columns) != 3 or len(columns) != 7:
+                raise ValueError(
+                    "noise_columns must name 3 catalog columns (sky level [ADU], read noise "
+                    f"[e-], gain [e-/ADU]) beside 7 columns (with the PSF wing fraction); got "
+                    f"noise_columns={noise_columns} and columns={columns}"
+                )
         if not (isinstance(pa_weight, (int, float)) and pa_weight > 0):
             raise ValueError(f"pa_weight must be a positive number, got {pa_weight!r}")
         self.save_hyperparameters(
@@ -136,6 +155,7 @@ class SersicModule(MorphoModule):
             logger=False,
         )
         self.hparams["columns"] = columns
+        self.hparams["noise_columns"] = noise_columns
         self.inputs = inputs if inputs is not None else SersicInputs()
         _check_sizes(encoder, head, self.inputs)
         self.encoder, self.head = encoder, head
@@ -320,8 +340,44 @@ class SersicModule(MorphoModule):
             noised[:, band] += noise
         return noised
 
+    def _renoised(self, noiseless: Tensor, columns: Tensor, indices: Tensor | None) -> Tensor:
+        """Noiseless ``(N, C, H, W)`` images with CCD noise (see ``noise_columns``).
+
+        ``indices`` (N,): draw each galaxy's noise from its dataset index (the same
+        every epoch); None: fresh noise.
+        """
+        expected = len(self.hparams.columns) + 3
+        if columns.shape[1] != expected:
+            raise ValueError(
+                f"noise_columns={self.hparams.noise_columns} needs the batches to carry "
+                f"{expected} columns ({self.hparams.columns} then the noise columns), got "
+                f"{columns.shape[1]}; set data.columns to both lists joined"
+            )
+        with full_precision(noiseless) as noiseless:
+            sky, read, gain = (c[:, None, None, None] for c in columns[:, -3:].unbind(dim=1))
+            if (gain <= 0).any() or (sky < 0).any() or (read < 0).any():
+                raise ValueError(
+                    f"noise columns {self.hparams.noise_columns} need sky >= 0, read noise "
+                    ">= 0 and gain > 0"
+                )
+            variance = (noiseless.clamp_min(0) + sky) / gain + (read / gain) ** 2
+            if indices is None:
+                unit = torch.randn_like(noiseless)
+            else:
+                shape = noiseless.shape[1:]
+                unit = torch.stack(
+                    [
+                        torch.randn(shape, generator=torch.Generator().manual_seed(int(i)))
+                        for i in indices.tolist()
+                    ]
+                ).to(noiseless.device)
+            return noiseless + unit * variance.sqrt()
+
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         columns, images = batch["columns"], batch["image"]
+        if self.hparams.get("noise_columns"):
+            fixed = None if stage == "train" else batch["index"]
+            images = self._renoised(images, columns, fixed)
         wings = columns[:, 6] if columns.shape[1] > 6 else None
         fwhm = self.psf_fwhm_pix(columns[:, 5])
         clean = None

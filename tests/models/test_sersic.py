@@ -247,6 +247,57 @@ def test_training_noise_is_fresh_and_scaled_to_each_images_sigma():
     assert not torch.allclose(first, second)
 
 
+NOISE_COLUMNS = ["sky_level", "read_noise", "gain"]
+
+
+def test_renoised_images_have_the_ccd_variance_fresh_in_training_fixed_by_index():
+    # A flat noiseless 'galaxy' of 60 ADU on sky 30 ADU, read noise 3 e-, gain 2 e-/ADU:
+    # variance (60 + 30) / 2 + (3 / 2)² = 47.25 ADU²; a pixel at -5 ADU counts as 0.
+    model = _model(noise_columns=NOISE_COLUMNS)
+    noiseless = torch.full((4, 1, 48, 48), 60.0)
+    noiseless[:, :, :, :8] = -5.0
+    core = torch.zeros(4, 7)
+    columns = torch.cat([core, torch.tensor([[30.0, 3.0, 2.0]]).expand(4, 3)], dim=1)
+    torch.manual_seed(0)
+    fresh = model._renoised(noiseless, columns, None)
+    again = model._renoised(noiseless, columns, None)
+    noise = (fresh - noiseless)[:, 0]
+    torch.testing.assert_close(noise[..., 8:].var(), torch.tensor(47.25), rtol=0.05, atol=0)
+    torch.testing.assert_close(noise[..., :8].var(), torch.tensor(17.25), rtol=0.08, atol=0)
+    assert not torch.allclose(fresh, again)
+    indices = torch.tensor([5, 6, 7, 8])
+    fixed = model._renoised(noiseless, columns, indices)
+    # The same galaxy gets the same noise whatever batch it is in; others differ.
+    alone = model._renoised(noiseless[2:3], columns[2:3], indices[2:3])
+    torch.testing.assert_close(fixed[2:3], alone)
+    assert not torch.allclose(fixed[0], fixed[1])
+
+
+def test_renoise_trains_on_noiseless_images_and_refuses_missing_columns(sersic_file, tmp_path):
+    model = _model(noise_columns=NOISE_COLUMNS)
+    datamodule = GalaxyDataModule(
+        functools.partial(HDF5Source, path=sersic_file, images_key="noiseless"),
+        image_size=32,
+        batch_size=16,
+        columns=[*DEFAULT_COLUMNS, *NOISE_COLUMNS],
+        fit_images=16,
+    )
+    # What the network is given: the border of every training and validation image
+    # holds sky noise of the simulator's (sky 30 ADU, read noise 3 e-, gain 1): σ = √39.
+    seen = []
+    model.inputs.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    recorder = LossRecorder()
+    cpu_trainer(tmp_path, max_epochs=2, callbacks=[recorder]).fit(model, datamodule=datamodule)
+    assert recorder.values
+    assert all(torch.isfinite(torch.tensor(recorder.values)))
+    border = torch.cat([images[..., :3, :].flatten() for images in seen])
+    torch.testing.assert_close(border.std(), torch.tensor(39.0).sqrt(), rtol=0.05, atol=0)
+    with pytest.raises(ValueError, match=r"set data\.columns to both lists joined"):
+        model._renoised(torch.zeros(2, 1, 32, 32), torch.zeros(2, 7), None)
+    with pytest.raises(ValueError, match="noise_columns must name 3 catalog columns"):
+        _model(noise_columns=["sky_level", "gain"])
+
+
 def test_bad_training_noise_is_a_clear_error():
     with pytest.raises(ValueError, match=r"train_noise must be a number in \[0, 10\]"):
         _model(train_noise=-0.1)
