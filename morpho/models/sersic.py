@@ -353,14 +353,17 @@ class SersicModule(MorphoModule):
                 f"{expected} columns ({self.hparams.columns} then the noise columns), got "
                 f"{columns.shape[1]}; set data.columns to both lists joined"
             )
+        # Here, not at import: the simulator's package loads GalSim.
+        from morpho.data.simulate.noise import ccd_variance
+
         with full_precision(noiseless) as noiseless:
             sky, read, gain = (c[:, None, None, None] for c in columns[:, -3:].unbind(dim=1))
-            if (gain <= 0).any() or (sky < 0).any() or (read < 0).any():
+            if ((gain <= 0) | (sky < 0) | (read < 0)).any():  # one device sync, not three
                 raise ValueError(
                     f"noise columns {self.hparams.noise_columns} need sky >= 0, read noise "
                     ">= 0 and gain > 0"
                 )
-            variance = (noiseless.clamp_min(0) + sky) / gain + (read / gain) ** 2
+            variance = ccd_variance(noiseless, sky, read, gain)
             if indices is None:
                 unit = torch.randn_like(noiseless)
             else:

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NoiseModel"]
+__all__ = ["NoiseModel", "ccd_variance"]
+
+
+def ccd_variance(noiseless, sky_level, read_noise, gain):
+    """Per-pixel variance (ADU²) ``(max(m, 0) + b) / g + (r / g)²`` of the noisy image of ``m``.
+
+    NumPy arrays or torch tensors alike, the noise parameters broadcasting against
+    ``noiseless`` (one per galaxy, say); negative model values count as no signal.
+    """
+    return (noiseless.clip(0.0, None) + sky_level) / gain + (read_noise / gain) ** 2
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,7 @@ class NoiseModel:
 
     def variance(self, noiseless: np.ndarray) -> np.ndarray:
         """Per-pixel variance (ADU²) of the noisy image of ``noiseless`` (ADU)."""
-        signal = np.clip(noiseless, 0.0, None)
-        return (signal + self.sky_level) / self.gain + (self.read_noise / self.gain) ** 2
+        return ccd_variance(np.asarray(noiseless), self.sky_level, self.read_noise, self.gain)
 
     def electron_rate(self, noiseless: np.ndarray) -> np.ndarray:
         """Mean electron count ``g (m + b)`` of each pixel (negative model values clipped to 0)."""
