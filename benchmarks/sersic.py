@@ -42,6 +42,7 @@ from morpho.data.simulate import NoiseModel, PSFSpec, SimulationSpec, simulate_t
 from morpho.models import load_model
 from morpho.sersic.classical import fit_sersic
 from morpho.sersic.plots import save_predicted_vs_true
+from morpho.utils import native_bf16
 
 HERE = Path(__file__).resolve().parent
 PARAMS = ("flux", "r_e_pix", "n", "q", "pa_deg")
@@ -218,6 +219,7 @@ def _evaluate(model, path: Path, args, label: str, workdir: Path) -> dict:
     out["classical_median_seconds"] = float(classical["seconds"][accepted].median())
     out["net_galaxies_per_second"] = net_rate
     out["net_galaxies_per_second_fp32"] = fp32_rate
+    out["net_precision"] = "bf16" if args.bf16 else "fp32"
     out["net_warm_up_seconds"] = warm
     out["classical_galaxies_per_second_from_median"] = (
         args.threads / out["classical_median_seconds"]
@@ -317,10 +319,12 @@ def main() -> None:
         "compile time is printed and not counted in galaxies/s)",
     )
     parser.add_argument(
-        "--fp32",
-        dest="bf16",
-        action="store_false",
-        help="run the encoder in float32 (default: bfloat16 autocast; both speeds are printed)",
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="the encoder's precision in the timed prediction (auto, the default: bfloat16 "
+        "autocast where the CPU computes it natively, else float32; float32's speed is "
+        "printed too)",
     )
     parser.add_argument("--workdir", default="benchmarks/_work/sersic")
     parser.add_argument(
@@ -339,6 +343,9 @@ def main() -> None:
     for name, value in zip(("n_train", "epochs", "n_test", "n_classical"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16("cpu"))
+    precision = "bfloat16" if args.bf16 else "float32"
+    print(f"timed prediction in {precision} (--precision {args.precision})")
     if args.quick:
         print("--quick: a small training set and a short training; figures are indicative only")
     result = run(args)

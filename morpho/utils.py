@@ -59,6 +59,23 @@ def check_new(paths: Iterable[str | os.PathLike], *, overwrite: bool) -> None:
             raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
 
 
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether this machine computes bfloat16 natively on ``device_type`` ("cpu", "cuda").
+
+    On CPUs only AVX-512 BF16 or AMX make bfloat16 faster than float32; elsewhere it is
+    emulated and several times slower (measured on an AVX2 AMD EPYC: 7x, see
+    ``benchmarks/RESULTS.md``), so callers choosing a precision should ask first.
+    """
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 @contextlib.contextmanager
 def full_precision(x):
     """Run a block in float32 whatever mixed precision is on; yields ``x`` in float32.

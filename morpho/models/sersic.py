@@ -462,6 +462,13 @@ def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> N
             f"conditioned on condition_dim={conditioned}; set "
             f"model.encoder.condition_dim={inputs.n_features} (or 0: not conditioned)"
         )
+    channels = getattr(encoder, "in_channels", None)
+    if channels is not None and channels != inputs.n_channels:
+        raise ValueError(
+            f"the inputs give {inputs.n_channels} image channels (one per stretch_scale) but "
+            f"the encoder takes in_channels={channels}; set "
+            f"model.encoder.in_channels={inputs.n_channels}"
+        )
     out_dim = getattr(encoder, "out_dim", getattr(encoder, "embedding_dim", None))
     in_dim = getattr(head, "in_dim", None)
     if out_dim is not None and in_dim is not None and out_dim != in_dim:

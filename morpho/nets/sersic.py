@@ -97,7 +97,8 @@ class FastEncoder(nn.Module):
     Parameters
     ----------
     in_channels : int
-        Bands C.
+        Image channels C (for the Sérsic network: one per softening of
+        :class:`morpho.sersic.inputs.SersicInputs`).
     image_size : int
         Side S in pixels, divisible by ``2 ** (len(channels))``.
     channels : sequence of int
@@ -122,6 +123,7 @@ class FastEncoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = list(channels)
+        self.in_channels = in_channels
         side = side_after_halvings(image_size, len(channels))
         if core_size < 0 or core_size % 2 or core_size > image_size:
             raise ValueError(f"core_size must be even and in [0, {image_size}], got {core_size}")

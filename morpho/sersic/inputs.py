@@ -49,8 +49,9 @@ class SersicInputBatch:
 
     Attributes
     ----------
-    image : (N, 1, H, W) tensor
-        Canonically oriented, ``sign(x) ln(1 + |x| / s)`` of the image in noise units.
+    image : (N, K, H, W) tensor
+        Canonically oriented, ``sign(x) ln(1 + |x| / s)`` of the image in noise units,
+        one channel for each of the K softenings ``s``.
     features : (N, n_features) tensor
         ``ln(PSF FWHM / pixel)``, ``asinh(Σx / H)``, the three ``pose.shape`` values,
         the PSF's wing fraction, then the growth fractions if any.
@@ -106,8 +107,11 @@ class SersicInputs(nn.Module):
     ----------
     band : int, default 0
         Band to fit.
-    stretch_scale : float, default 2
-        Softening ``s`` of ``sign(x) ln(1 + |x| / s)``, in units of the noise σ.
+    stretch_scale : float or sequence of float, default 2
+        Softening ``s`` of ``sign(x) ln(1 + |x| / s)``, in units of the noise σ; with
+        several, one image channel per softening (:attr:`n_channels`), so that the
+        network sees both the faint outskirts (small ``s``) and the bright core's
+        isophotes (large ``s``, compressed less).
     weight_sigma : float, default 8
         σ (pixels) of the Gaussian weight of the orientation moments.
     border : int, default 2
@@ -126,7 +130,7 @@ class SersicInputs(nn.Module):
         self,
         *,
         band: int = 0,
-        stretch_scale: float = 2.0,
+        stretch_scale: float | Sequence[float] = 2.0,
         weight_sigma: float = 8.0,
         border: int = 2,
         growth_radii: Sequence[float] | None = None,
@@ -134,11 +138,19 @@ class SersicInputs(nn.Module):
     ) -> None:
         super().__init__()
         self.band = band
-        self.stretch_scale = stretch_scale
+        scales = (stretch_scale,) if isinstance(stretch_scale, int | float) else stretch_scale
+        self.stretch_scales = tuple(float(scale) for scale in scales)
+        if not self.stretch_scales or min(self.stretch_scales) <= 0:
+            raise ValueError(f"stretch_scale must be positive, got {stretch_scale!r}")
         self.weight_sigma = weight_sigma
         self.border = border
         self.growth_radii = check_radii(growth_radii) if growth_radii else ()
         self.anchors = anchors
+
+    @property
+    def n_channels(self) -> int:
+        """Image channels per galaxy in :attr:`SersicInputBatch.image` (one per softening)."""
+        return len(self.stretch_scales)
 
     @property
     def n_features(self) -> int:
@@ -206,12 +218,19 @@ class SersicInputs(nn.Module):
             parts.append(growth_fractions(canonical[:, 0], self.growth_radii, moments=pose.moments))
         features = torch.cat(parts, dim=1)
         return SersicInputBatch(
-            image=canonical.abs().mul_(1 / self.stretch_scale).log1p_().copysign_(canonical),
+            image=self._stretched(canonical),
             features=features.to(images.dtype),
             log_sigma=torch.log(sigma),
             pose=pose,
             anchor=_anchor(stamp_snr, scaled.shape) if self.anchors else None,
         )
+
+    def _stretched(self, canonical: Tensor) -> Tensor:
+        """``sign(x) ln(1 + |x| / s)`` of the (N, 1, H, W) images, one channel per ``s``."""
+        magnitude = canonical.abs()
+        channels = [(magnitude / scale).log1p_() for scale in self.stretch_scales]
+        out = channels[0] if len(channels) == 1 else torch.cat(channels, dim=1)
+        return out.copysign_(canonical)
 
 
 def _anchor(stamp_snr: Tensor, shape: torch.Size) -> Tensor:

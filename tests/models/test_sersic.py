@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import lightning as L
 import pytest
@@ -141,6 +142,28 @@ def test_mismatched_head_is_a_clear_error():
     conditioned = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, condition_dim=6)
     with pytest.raises(ValueError, match=r"give 9 scalars.*model\.encoder\.condition_dim=9"):
         SersicModule(conditioned, SersicHead(in_dim=512, n_features=9), inputs=inputs)
+
+
+def test_several_stretches_are_one_channel_each(sersic_file):
+    images = _images(sersic_file, n=4)
+    fwhm = torch.full((4,), 3.0)
+    both = SersicInputs(stretch_scale=[2.0, 8.0])(images, fwhm)
+    assert both.image.shape == (4, 2, 32, 32)
+    for channel, scale in enumerate((2.0, 8.0)):
+        alone = SersicInputs(stretch_scale=scale)(images, fwhm)
+        torch.testing.assert_close(both.image[:, channel : channel + 1], alone.image)
+        torch.testing.assert_close(both.features, alone.features)
+    # Known values: sign(x) ln(1 + |x| / s) keeps the sign and is ln 2 at |x| = s.
+    canonical = torch.tensor([[[[-8.0, 2.0]]]])
+    ln = math.log
+    expected = torch.tensor([[[[-ln(5.0), ln(2.0)]], [[-ln(2.0), ln(1.25)]]]])
+    torch.testing.assert_close(SersicInputs(stretch_scale=[2, 8])._stretched(canonical), expected)
+    with pytest.raises(ValueError, match="stretch_scale must be positive"):
+        SersicInputs(stretch_scale=[2.0, 0.0])
+    encoder = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS)
+    inputs = SersicInputs(stretch_scale=[2.0, 8.0])
+    with pytest.raises(ValueError, match=r"give 2 image channels.*model\.encoder\.in_channels=2"):
+        SersicModule(encoder, SersicHead(in_dim=512), inputs=inputs)
 
 
 def test_training_without_truth_columns_is_a_clear_error():
