@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
-from morpho.taxonomy.reduce import fit_umap, make_umap, shared_neighbours
+from morpho.taxonomy.reduce import fit_umap, make_umap, shared_neighbours, transform_each
 from morpho.taxonomy.tree import taxonomy_tree
 from morpho.utils import available_cpus, keeps_torch_threads
 
@@ -351,7 +351,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             If ``X`` is not 2-D, has another number of features, or has NaN or inf.
         """
         Z = self._new_embeddings(X)
-        return self._assign_clusters(self.reducer_.transform(Z))[0]
+        return self._assign_clusters(transform_each(self.reducer_, Z))[0]
 
     @keeps_torch_threads
     def assign(self, X: np.ndarray, *, ids: Sequence | None = None) -> pd.DataFrame:
@@ -386,13 +386,13 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         """
         Z = self._new_embeddings(X)
         ids = _ids(ids, len(Z), what="X")
-        embedding = self.reducer_.transform(Z)
+        embedding = transform_each(self.reducer_, Z)
         labels, probabilities = self._assign_clusters(embedding)
         if self.n_clusters_ == 0:
             scores = np.ones(len(Z))
         else:
             scores = hdbscan.approximate_predict_scores(self.clusterer_, embedding)
-        return self._frame(ids, labels, probabilities, scores, self.map_reducer_.transform(Z))
+        return self._frame(ids, labels, probabilities, scores, transform_each(self.map_reducer_, Z))
 
     # Exploring --------------------------------------------------------------------------
 

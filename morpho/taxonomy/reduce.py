@@ -14,6 +14,9 @@ both UMAPs as ``precomputed_knn``, with a search index so that both can still
   of numba compilation in every new process;
 - above, the approximate graph of pynndescent (``umap.umap_.nearest_neighbors``),
   whose cost grows as N log N instead of N².
+
+New galaxies are placed with :func:`transform_each`, so that where a galaxy lands
+does not depend on which other galaxies are transformed with it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "fit_umap",
     "make_umap",
     "shared_neighbours",
+    "transform_each",
 ]
 
 # umap-learn's own threshold between exact and approximate neighbours.
@@ -65,16 +69,59 @@ class ExactNeighbourIndex:
     """
 
     _angular_trees = False
+    #: Candidates beyond k whose distances are measured again, for near-ties.
+    spare = 4
+    #: Rows of ``X`` whose candidates are measured again at once (bounded memory).
+    chunk = 16384
 
     def __init__(self, Z: np.ndarray, metric: str) -> None:
+        self.Z = Z
+        self.metric = metric
         self.search = NearestNeighbors(algorithm="brute", metric=metric).fit(Z)
 
     def query(self, X: np.ndarray, k: int, epsilon: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
         """``(indices (M, k) int32, distances (M, k) float32)`` of the ``k`` nearest
         training galaxies of each row of ``X``, nearest first (``epsilon``, the
-        approximate search's slack, is ignored: the search is exact)."""
-        distances, indices = self.search.kneighbors(X, n_neighbors=k)
-        return indices.astype(np.int32), distances.astype(np.float32)
+        approximate search's slack, is ignored: the search is exact).
+
+        The brute-force search ranks by distances from matrix products, whose
+        rounding depends on how many rows are searched together; the ``k + spare``
+        candidates of each row are therefore measured again one by one in float64
+        (:func:`_row_distances`) and ranked by those, so that a galaxy's neighbours
+        and distances are the same in any batch (and a training galaxy is at 0
+        from itself).
+        """
+        want = min(k + self.spare, len(self.Z))
+        indices, distances = [], []
+        for start in range(0, len(X), self.chunk):
+            rows = np.asarray(X[start : start + self.chunk])
+            candidates = self.search.kneighbors(rows, n_neighbors=want, return_distance=False)
+            exact = _row_distances(rows, self.Z[candidates], self.metric)
+            order = np.lexsort((candidates, exact), axis=-1)[:, :k]  # by distance, then index
+            indices.append(np.take_along_axis(candidates, order, axis=1))
+            distances.append(np.take_along_axis(exact, order, axis=1))
+        return (
+            np.concatenate(indices).astype(np.int32),
+            np.concatenate(distances).astype(np.float32),
+        )
+
+
+def _row_distances(X: np.ndarray, neighbours: np.ndarray, metric: str) -> np.ndarray:
+    """Distances (M, K) of each row of ``X`` (M, d) to its ``neighbours`` (M, K, d),
+    each from that row's own numbers only (float64)."""
+    diff = neighbours.astype(np.float64) - X.astype(np.float64)[:, None, :]
+    if metric in ("euclidean", "l2"):
+        return np.sqrt(np.square(diff).sum(axis=-1))
+    if metric in ("manhattan", "l1", "taxicab"):
+        return np.abs(diff).sum(axis=-1)
+    if metric == "chebyshev":
+        return np.abs(diff).max(axis=-1)
+    if metric == "cosine":
+        a, b = X.astype(np.float64)[:, None, :], neighbours.astype(np.float64)
+        norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+        cosine = (a * b).sum(axis=-1) / np.where(norms > 0, norms, 1.0)
+        return np.clip(1.0 - cosine, 0.0, 2.0)
+    raise ValueError(f"no exact distance for metric {metric!r}; use one of {_EXACT_METRICS}")
 
 
 def _jobs(random_state) -> int:
@@ -147,6 +194,23 @@ def make_umap(
         precomputed_knn=knn,
         init=init,
     )
+
+
+def transform_each(reducer: UMAP, Z: np.ndarray) -> np.ndarray:
+    """``reducer.transform(Z)``, each galaxy placed as if it were transformed alone.
+
+    umap-learn's ``transform`` divides the new galaxies' edge weights by the largest
+    weight among them, and the optimisation epochs each edge gets follow: a galaxy
+    would land elsewhere in another batch, which breaks the contract that
+    ``predict`` of a galaxy does not depend on the others predicted with it. One
+    training galaxy is added to every call; it is at distance 0 from itself, so its
+    nearest edge has weight 1, the largest possible, and the divisor is 1 for every
+    batch. (Each new galaxy is otherwise optimised on its own: only its own edges
+    move it, with a random stream seeded from its own starting position.) The
+    added row is dropped from the result.
+    """
+    anchor = np.asarray(reducer._raw_data[:1], dtype=Z.dtype)  # a training galaxy
+    return reducer.transform(np.concatenate([Z, anchor]))[:-1]
 
 
 def fit_umap(reducer: UMAP, Z: np.ndarray) -> UMAP:

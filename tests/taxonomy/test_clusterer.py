@@ -330,3 +330,37 @@ def test_the_exact_graph_is_every_galaxys_nearest_neighbours() -> None:
     new_indices, _ = index.query(Z[some] + 0.01, 8)
     assert new_indices.shape == (50, 8)
     assert (new_indices[:, 0] == some).mean() > 0.9
+    # Measured again row by row: a galaxy is at exactly 0 from itself, and its
+    # neighbours and distances do not depend on the rows searched with it.
+    np.testing.assert_array_equal(distances[:, 0], 0.0)
+    np.testing.assert_allclose(distances[some], nearest, rtol=1e-6)
+    alone = [index.query(Z[i : i + 1], 8) for i in some[:10]]
+    np.testing.assert_array_equal(np.concatenate([a[0] for a in alone]), indices[some[:10]])
+    np.testing.assert_array_equal(np.concatenate([a[1] for a in alone]), distances[some[:10]])
+
+
+@pytest.mark.parametrize("metric", ["manhattan", "chebyshev", "cosine"])
+def test_the_exact_index_measures_other_metrics_exactly(metric) -> None:
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(300, 5)).astype(np.float32)
+    X = rng.normal(size=(7, 5)).astype(np.float32)
+    indices, distances = ExactNeighbourIndex(Z, metric).query(X, 6)
+    scipy_name = {"manhattan": "cityblock"}.get(metric, metric)
+    truth = cdist(X.astype(np.float64), Z.astype(np.float64), scipy_name)
+    np.testing.assert_array_equal(indices, np.argsort(truth, axis=1)[:, :6])
+    np.testing.assert_allclose(distances, np.sort(truth, axis=1)[:, :6], rtol=1e-6, atol=1e-7)
+
+
+def test_a_galaxy_is_placed_alike_in_any_batch(fitted, new_blobs) -> None:
+    """umap-learn scales a batch's edge weights by the batch's largest: without the
+    anchor of transform_each, where a galaxy lands depends on the others with it."""
+    X = new_blobs[0][:30]
+    together = fitted.assign(X)
+    pieces = pd.concat([fitted.assign(X[i : i + 7]) for i in range(0, 30, 7)], ignore_index=True)
+    order = np.random.default_rng(0).permutation(30)
+    shuffled = fitted.assign(X[order]).iloc[np.argsort(order)].reset_index(drop=True)
+    columns = ["cluster", "probability", "outlier_score", "map_x", "map_y", "parent"]
+    pd.testing.assert_frame_equal(pieces[columns], together[columns])
+    pd.testing.assert_frame_equal(shuffled[columns], together[columns])
