@@ -197,7 +197,7 @@ def make_umap(
 
 
 def transform_each(reducer: UMAP, Z: np.ndarray) -> np.ndarray:
-    """``reducer.transform(Z)``, each galaxy placed as if it were transformed alone.
+    """``reducer.transform(Z)``, each galaxy placed the same whatever the batch.
 
     umap-learn's ``transform`` divides the new galaxies' edge weights by the largest
     weight among them, and the optimisation epochs each edge gets follow: a galaxy
