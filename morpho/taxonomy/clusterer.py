@@ -391,7 +391,9 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         if self.n_clusters_ == 0:
             scores = np.ones(len(Z))
         else:
-            scores = hdbscan.approximate_predict_scores(self.clusterer_, embedding)
+            # GLOSH is in [0, 1]; a new galaxy denser than its neighbour's cluster ever
+            # gets (λ > λ_max) would come out below 0: it is no outlier at all.
+            scores = np.clip(hdbscan.approximate_predict_scores(self.clusterer_, embedding), 0, 1)
         return self._frame(ids, labels, probabilities, scores, transform_each(self.map_reducer_, Z))
 
     # Exploring --------------------------------------------------------------------------

@@ -5,13 +5,14 @@ clustering, to two for maps). The neighbour graph is computed once and handed to
 both UMAPs as ``precomputed_knn``, with a search index so that both can still
 ``transform`` new galaxies:
 
-- below :data:`EXACT_NEIGHBOURS_BELOW` galaxies nothing is shared: umap-learn
-  computes the exact graph from all pairwise distances (a fraction of a second);
 - up to :data:`EXACT_GRAPH_UP_TO` galaxies the graph is exact, from
   scikit-learn's brute-force search (BLAS, no compilation), and
   :class:`ExactNeighbourIndex` answers ``transform``'s queries: 26 s for 100 000
   32-d embeddings on 2 cores, where pynndescent needs 16 s of search plus 30-60 s
-  of numba compilation in every new process;
+  of numba compilation in every new process. Small sets too (below umap-learn's
+  own :data:`EXACT_NEIGHBOURS_BELOW`) go through it, because umap-learn's
+  small-data ``transform`` ranks new galaxies by distances whose rounding
+  depends on the batch;
 - above, the approximate graph of pynndescent (``umap.umap_.nearest_neighbors``),
   whose cost grows as N log N instead of N².
 
@@ -149,16 +150,16 @@ def shared_neighbours(
     -------
     tuple
         ``(indices (N, k), distances (N, k), search_index)`` (each galaxy its own
-        first neighbour), or ``(None, None, None)`` below
-        :data:`EXACT_NEIGHBOURS_BELOW` galaxies (each UMAP then computes the exact
-        graph).
+        first neighbour); ``(None, None, None)`` for a metric without an exact
+        distance here below :data:`EXACT_NEIGHBOURS_BELOW` galaxies (each UMAP then
+        computes the exact graph itself).
     """
-    if len(Z) < EXACT_NEIGHBOURS_BELOW:
-        return (None, None, None)
-    if len(Z) <= EXACT_GRAPH_UP_TO and metric in _EXACT_METRICS:
+    if metric in _EXACT_METRICS and len(Z) <= EXACT_GRAPH_UP_TO:
         index = ExactNeighbourIndex(Z, metric)
         indices, distances = index.query(Z, n_neighbors)
         return indices, distances, index
+    if len(Z) < EXACT_NEIGHBOURS_BELOW:
+        return (None, None, None)
     return nearest_neighbors(
         Z,
         n_neighbors,
@@ -207,10 +208,19 @@ def transform_each(reducer: UMAP, Z: np.ndarray) -> np.ndarray:
     nearest edge has weight 1, the largest possible, and the divisor is 1 for every
     batch. (Each new galaxy is otherwise optimised on its own: only its own edges
     move it, with a random stream seeded from its own starting position.) The
-    added row is dropped from the result.
+    added row is dropped from the result, and a galaxy identical to a training
+    galaxy gets that galaxy's fitted place.
     """
     anchor = np.asarray(reducer._raw_data[:1], dtype=Z.dtype)  # a training galaxy
-    return reducer.transform(np.concatenate([Z, anchor]))[:-1]
+    placed = reducer.transform(np.concatenate([Z, anchor]))[:-1]
+    # A galaxy of the training set itself keeps its fitted place (umap-learn does so
+    # only when the whole training set is transformed at once).
+    index = reducer.precomputed_knn[2]
+    if index is not None and len(Z):
+        nearest, distance = index.query(Z, 1)
+        same = distance[:, 0] == 0
+        placed[same] = reducer.embedding_[nearest[same, 0]]
+    return placed
 
 
 def fit_umap(reducer: UMAP, Z: np.ndarray) -> UMAP:
