@@ -356,6 +356,15 @@ def test_the_exact_index_measures_other_metrics_exactly(metric) -> None:
     np.testing.assert_allclose(distances, np.sort(truth, axis=1)[:, :6], rtol=1e-6, atol=1e-7)
 
 
+def test_a_training_galaxy_keeps_its_fitted_place(fitted, blobs) -> None:
+    """In any batch, not only when the whole training set is assigned at once."""
+    X, _ = blobs
+    some = [3, 500, 999]
+    assigned = fitted.assign(X[some])
+    np.testing.assert_array_equal(assigned[["map_x", "map_y"]], fitted.embedding_2d_[some])
+    np.testing.assert_array_equal(assigned["cluster"], fitted.labels_[some])
+
+
 def test_a_galaxy_is_placed_alike_in_any_batch(fitted, new_blobs) -> None:
     """umap-learn scales a batch's edge weights by the batch's largest: without the
     anchor of transform_each, where a galaxy lands depends on the others with it."""
