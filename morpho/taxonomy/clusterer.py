@@ -22,7 +22,13 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
-from morpho.taxonomy.reduce import fit_umap, make_umap, shared_neighbours, transform_each
+from morpho.taxonomy.reduce import (
+    fit_umap,
+    make_umap,
+    shared_neighbours,
+    training_matches,
+    transform_each,
+)
 from morpho.taxonomy.tree import taxonomy_tree
 from morpho.utils import available_cpus, keeps_torch_threads
 
@@ -386,7 +392,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         """
         Z = self._new_embeddings(X)
         ids = _ids(ids, len(Z), what="X")
-        embedding = transform_each(self.reducer_, Z)
+        matches = training_matches(self.reducer_, Z)  # the map's UMAP shares the index
+        embedding = transform_each(self.reducer_, Z, matches)
         labels, probabilities = self._assign_clusters(embedding)
         if self.n_clusters_ == 0:
             scores = np.ones(len(Z))
@@ -394,7 +401,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             # GLOSH is in [0, 1]; a new galaxy denser than its neighbour's cluster ever
             # gets (λ > λ_max) would come out below 0: it is no outlier at all.
             scores = np.clip(hdbscan.approximate_predict_scores(self.clusterer_, embedding), 0, 1)
-        return self._frame(ids, labels, probabilities, scores, transform_each(self.map_reducer_, Z))
+        map_xy = transform_each(self.map_reducer_, Z, matches)
+        return self._frame(ids, labels, probabilities, scores, map_xy)
 
     # Exploring --------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ __all__ = [
     "fit_umap",
     "make_umap",
     "shared_neighbours",
+    "training_matches",
     "transform_each",
 ]
 
@@ -110,18 +111,18 @@ class ExactNeighbourIndex:
 def _row_distances(X: np.ndarray, neighbours: np.ndarray, metric: str) -> np.ndarray:
     """Distances (M, K) of each row of ``X`` (M, d) to its ``neighbours`` (M, K, d),
     each from that row's own numbers only (float64)."""
-    diff = neighbours.astype(np.float64) - X.astype(np.float64)[:, None, :]
+    a, b = X.astype(np.float64)[:, None, :], neighbours.astype(np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+        cosine = (a * b).sum(axis=-1) / np.where(norms > 0, norms, 1.0)
+        return np.clip(1.0 - cosine, 0.0, 2.0)
+    diff = b - a
     if metric in ("euclidean", "l2"):
         return np.sqrt(np.square(diff).sum(axis=-1))
     if metric in ("manhattan", "l1", "taxicab"):
         return np.abs(diff).sum(axis=-1)
     if metric == "chebyshev":
         return np.abs(diff).max(axis=-1)
-    if metric == "cosine":
-        a, b = X.astype(np.float64)[:, None, :], neighbours.astype(np.float64)
-        norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-        cosine = (a * b).sum(axis=-1) / np.where(norms > 0, norms, 1.0)
-        return np.clip(1.0 - cosine, 0.0, 2.0)
     raise ValueError(f"no exact distance for metric {metric!r}; use one of {_EXACT_METRICS}")
 
 
@@ -197,7 +198,23 @@ def make_umap(
     )
 
 
-def transform_each(reducer: UMAP, Z: np.ndarray) -> np.ndarray:
+def training_matches(reducer: UMAP, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(same (M,) bool, training index (M,))``: which rows of ``Z`` are training
+    galaxies of ``reducer``, and which; None when the reducer has no shared index.
+
+    The two UMAPs of a taxonomy share one index and one training set, so one call
+    serves both :func:`transform_each` calls.
+    """
+    index = reducer.precomputed_knn[2]
+    if index is None or not len(Z):
+        return None
+    nearest, distance = index.query(Z, 1)
+    return distance[:, 0] == 0, nearest[:, 0]
+
+
+def transform_each(
+    reducer: UMAP, Z: np.ndarray, matches: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """``reducer.transform(Z)``, each galaxy placed the same whatever the batch.
 
     umap-learn's ``transform`` divides the new galaxies' edge weights by the largest
@@ -209,17 +226,17 @@ def transform_each(reducer: UMAP, Z: np.ndarray) -> np.ndarray:
     batch. (Each new galaxy is otherwise optimised on its own: only its own edges
     move it, with a random stream seeded from its own starting position.) The
     added row is dropped from the result, and a galaxy identical to a training
-    galaxy gets that galaxy's fitted place.
+    galaxy (``matches``, from :func:`training_matches`; found here if not given)
+    gets that galaxy's fitted place, which umap-learn gives only when the whole
+    training set is transformed at once.
     """
     anchor = np.asarray(reducer._raw_data[:1], dtype=Z.dtype)  # a training galaxy
     placed = reducer.transform(np.concatenate([Z, anchor]))[:-1]
-    # A galaxy of the training set itself keeps its fitted place (umap-learn does so
-    # only when the whole training set is transformed at once).
-    index = reducer.precomputed_knn[2]
-    if index is not None and len(Z):
-        nearest, distance = index.query(Z, 1)
-        same = distance[:, 0] == 0
-        placed[same] = reducer.embedding_[nearest[same, 0]]
+    if matches is None:
+        matches = training_matches(reducer, Z)
+    if matches is not None:
+        same, nearest = matches
+        placed[same] = reducer.embedding_[nearest[same]]
     return placed
 
 
