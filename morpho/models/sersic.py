@@ -30,6 +30,7 @@ from morpho.sersic.likelihood import (
     decode,
     fit_binned_temperatures,
     negative_log_likelihood,
+    raw_output_count,
     z_scores,
 )
 from morpho.sersic.pose import pa_from_canonical, pa_to_canonical
@@ -79,6 +80,10 @@ class SersicModule(MorphoModule):
         β-NLL exponent (see :func:`morpho.sersic.likelihood.negative_log_likelihood`).
     pa_weight : float
         Weight of the position angle's term in the training loss (1: the likelihood's).
+    shape_likelihood : {"separate", "ellipse"}
+        q and PA as a Gaussian and a von Mises apart (the head gives 11 raw outputs),
+        or as one Gaussian of the ellipticity components (10; see
+        :mod:`morpho.sersic.likelihood`).
     calibration_bins : int
         Quantile bins of the stamp S/N, each with its own temperatures.
     encoder_checkpoint : str, optional
@@ -122,6 +127,7 @@ class SersicModule(MorphoModule):
         pixel_scale: float = 0.2,
         beta: float = 0.5,
         pa_weight: float = 1.0,
+        shape_likelihood: str = "separate",
         calibration_bins: int = 4,
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
@@ -150,6 +156,7 @@ class SersicModule(MorphoModule):
                 )
         if not (isinstance(pa_weight, (int, float)) and pa_weight > 0):
             raise ValueError(f"pa_weight must be a positive number, got {pa_weight!r}")
+        raw_outputs = raw_output_count(shape_likelihood)
         self.save_hyperparameters(
             ignore=["encoder", "head", "inputs", "optimizer", "scheduler", "preprocessor"],
             logger=False,
@@ -157,7 +164,7 @@ class SersicModule(MorphoModule):
         self.hparams["columns"] = columns
         self.hparams["noise_columns"] = noise_columns
         self.inputs = inputs if inputs is not None else SersicInputs()
-        _check_sizes(encoder, head, self.inputs)
+        _check_sizes(encoder, head, self.inputs, raw_outputs)
         self.encoder, self.head = encoder, head
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -220,7 +227,9 @@ class SersicModule(MorphoModule):
         with autocast:
             features = encoder(batch.image, *scalars)
         with full_precision(features) as features:  # the head and decoding in float32
-            return decode(self.head(features, batch.features), batch.anchor), batch
+            raw = self.head(features, batch.features)
+            shape = self.hparams.get("shape_likelihood", "separate")
+            return decode(raw, batch.anchor, shape), batch
 
     def _encoder_for_mode(self) -> nn.Module:
         """In eval mode, the encoder with BatchNorm folded (when it can fold).
@@ -447,8 +456,17 @@ def _condition_dim(encoder: nn.Module) -> int:
     return getattr(encoder, "condition_dim", 0)
 
 
-def _check_sizes(encoder: nn.Module, head: nn.Module, inputs: SersicInputs) -> None:
-    """Raise ValueError when the head does not take the encoder's or the inputs' sizes."""
+def _check_sizes(
+    encoder: nn.Module, head: nn.Module, inputs: SersicInputs, raw_outputs: int
+) -> None:
+    """Raise ValueError when the head does not take the encoder's or the inputs' sizes,
+    or does not give the shape likelihood's raw outputs."""
+    given = getattr(head, "out_dim", None)
+    if given is not None and given != raw_outputs:
+        raise ValueError(
+            f"the shape likelihood needs {raw_outputs} raw outputs but the head gives "
+            f"out_dim={given}; set model.head.out_dim={raw_outputs}"
+        )
     scalars = getattr(head, "n_features", None)
     if scalars is not None and scalars != inputs.n_features:
         raise ValueError(

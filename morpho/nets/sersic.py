@@ -55,12 +55,14 @@ def _encode(
     crop: tuple[int, int],
     x: Tensor,
     film: list[tuple[Tensor, Tensor]] | None,
+    full_resolution: nn.Module | None = None,
 ) -> Tensor:
     """Run the layers and the core branch; with ``film``, scale and shift each stage's output.
 
-    The stages end after the stem (layer 0) and after every second layer from there on.
+    The full-resolution layers, if any, come first; the stages end after the stem
+    (layer 0 of ``layers``) and after every second layer from there on.
     """
-    out = x
+    out = x if full_resolution is None else full_resolution(x)
     for i, layer in enumerate(layers):
         out = layer(out)
         if film is not None and i % 2 == 0:
@@ -77,11 +79,14 @@ def _encode(
 class FastEncoder(nn.Module):
     """Images to a feature vector with few FLOPs: ``(N, C, S, S) -> (N, out_dim)``.
 
-    A 5×5 stride-2 stem, then stages that each halve the image with a strided
+    Optional stride-1 3×3 convolutions at full resolution, a stride-2 stem (5×5 by
+    default), then stages that each halve the image with a strided
     3×3 convolution followed by one more 3×3 convolution (BatchNorm and ReLU
     after each, which fold away at inference); the last feature map is
     flattened, so position within the stamp is kept. With the defaults at 64×64
-    it costs about 13 MFLOP per image.
+    it costs about 13 MFLOP per image; ``full_resolution=(8,)`` with
+    ``stem_kernel=3`` adds 1.8 MFLOP (a nonlinear layer before the first halving,
+    where a thin galaxy's minor axis is one or two pixels).
 
     With ``condition_dim`` scalars per image (for the Sérsic network: the PSF's
     FWHM and wings, the S/N, ...; ``forward(x, scalars)``), the output of the stem
@@ -103,6 +108,10 @@ class FastEncoder(nn.Module):
         Side S in pixels, divisible by ``2 ** (len(channels))``.
     channels : sequence of int
         Width of the stem, then of each further stage.
+    full_resolution : sequence of int
+        Widths of stride-1 3×3 convolutions before the stem (empty: none).
+    stem_kernel : int
+        Kernel side of the stride-2 stem (odd).
     core_size : int
         Side of the central crop of the core branch (even, at most S); 0: no branch.
     core_channels : (int, int)
@@ -117,6 +126,8 @@ class FastEncoder(nn.Module):
         in_channels: int = 1,
         image_size: int = 64,
         channels: Sequence[int] = (12, 24, 48, 96),
+        full_resolution: Sequence[int] = (),
+        stem_kernel: int = 5,
         core_size: int = 0,
         core_channels: Sequence[int] = (16, 32),
         condition_dim: int = 0,
@@ -129,7 +140,15 @@ class FastEncoder(nn.Module):
             raise ValueError(f"core_size must be even and in [0, {image_size}], got {core_size}")
         if condition_dim < 0:
             raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
-        layers = [_conv(in_channels, channels[0], stride=2, kernel=5)]
+        if stem_kernel < 1 or stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd and >= 1, got {stem_kernel}")
+        widths = [in_channels, *full_resolution]
+        self.full_resolution = (
+            nn.Sequential(*(_conv(a, b) for a, b in itertools.pairwise(widths)))
+            if full_resolution
+            else None
+        )
+        layers = [_conv(widths[-1], channels[0], stride=2, kernel=stem_kernel)]
         for a, b in itertools.pairwise(channels):
             layers += [_conv(a, b, stride=2), _conv(b, b)]
         self.body = nn.Sequential(*layers)
@@ -153,9 +172,8 @@ class FastEncoder(nn.Module):
         return self.conditioning(scalars)
 
     def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
-        return _encode(
-            self.body, self.core, (self.core_start, self.core_size), x, self._film(scalars)
-        )
+        crop = (self.core_start, self.core_size)
+        return _encode(self.body, self.core, crop, x, self._film(scalars), self.full_resolution)
 
     @torch.no_grad()
     def fused(self) -> nn.Module:
@@ -166,9 +184,9 @@ class FastEncoder(nn.Module):
         conditioning, if any, is shared with this encoder, not copied.
         """
         core = None if self.core is None else _folded(self.core)
-        return _FusedEncoder(
-            _folded(self.body), core, (self.core_start, self.core_size), self
-        ).eval()
+        full = None if self.full_resolution is None else _folded(self.full_resolution)
+        crop = (self.core_start, self.core_size)
+        return _FusedEncoder(_folded(self.body), core, crop, self, full).eval()
 
 
 @torch.no_grad()
@@ -197,15 +215,21 @@ class _FusedEncoder(nn.Module):
     """What :meth:`FastEncoder.fused` returns: the folded layers and core branch."""
 
     def __init__(
-        self, layers: nn.Module, core: nn.Module | None, crop: tuple[int, int], source
+        self,
+        layers: nn.Module,
+        core: nn.Module | None,
+        crop: tuple[int, int],
+        source,
+        full_resolution: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.layers, self.core, self.crop = layers, core, crop
+        self.full_resolution = full_resolution
         self._source = (source,)  # a tuple: the encoder is not a submodule of its copy
 
     def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
         film = self._source[0]._film(scalars)
-        return _encode(self.layers, self.core, self.crop, x, film)
+        return _encode(self.layers, self.core, self.crop, x, film, self.full_resolution)
 
 
 class SersicHead(nn.Module):
@@ -245,6 +269,7 @@ class SersicHead(nn.Module):
         super().__init__()
         self.in_dim = in_dim
         self.n_features = n_features
+        self.out_dim = out_dim
         self.scalar_norm = ScalarNorm(n_features)
         self.image = nn.Linear(in_dim, hidden_dim)
         self.condition = nn.Sequential(

@@ -9,6 +9,15 @@ The network's raw outputs are turned into a posterior for five parameters:
   whose mean direction is a unit vector ``(cos 2θ, sin 2θ)`` and whose
   concentration κ plays the role of ``1/σ²``.
 
+Or, with ``shape="ellipse"`` (:data:`SHAPE_LIKELIHOODS`), q and θ together through
+one two-dimensional Gaussian of the ellipticity ``ε = (1 - q) / (1 + q) · (cos 2θ,
+sin 2θ)``, with its own σ along the mean's direction (radial: q) and across it
+(tangential: the angle). Shape measurement works in these components because they
+are smooth through round galaxies, and because q and θ then share one term of the
+loss: the angle cannot lose its share of the gradient to the other parameters. The
+posterior still reports q's mean and σ and the angle's direction and κ, propagated
+from the ellipticity's (``q`` from ``|ε|``, ``κ = (|ε| / σ_t)²``).
+
 Training minimises the negative log-likelihood, with the β-NLL weighting of
 Seitzer et al. (2022, ICLR) on the Gaussian terms so that the means keep
 learning where the predicted σ is large. Uncertainties are calibrated
@@ -28,6 +37,7 @@ __all__ = [
     "GAUSSIAN_BOUNDS",
     "N_RAW_OUTPUTS",
     "PARAMETERS",
+    "SHAPE_LIKELIHOODS",
     "SersicPosterior",
     "circular_sigma",
     "coverage",
@@ -35,6 +45,7 @@ __all__ = [
     "fit_binned_temperatures",
     "fit_temperatures",
     "negative_log_likelihood",
+    "raw_output_count",
     "z_scores",
 ]
 
@@ -53,7 +64,35 @@ GAUSSIAN_BOUNDS = (
 #: Raw outputs the network must give: 4 means, 4 log-σ, 2 for the angle, 1 for κ.
 N_RAW_OUTPUTS = 11
 
+#: How q and the angle are modelled: apart (a Gaussian and a von Mises) or as one
+#: Gaussian of the ellipticity components.
+SHAPE_LIKELIHOODS = ("separate", "ellipse")
+
+#: Largest |ε| of the ellipse likelihood: that of the smallest q of GAUSSIAN_BOUNDS.
+_MAX_ELLIPTICITY = (1.0 - GAUSSIAN_BOUNDS[3][0]) / (1.0 + GAUSSIAN_BOUNDS[3][0])
+
 _MAX_KAPPA = 1e5
+
+
+def raw_output_count(shape: str = "separate") -> int:
+    """Raw outputs the network must give for a shape likelihood: 11 (separate) or 10.
+
+    Ellipse layout: 3 means (flux, r_e, n), their 3 log-σ, the ellipticity's 2
+    components and its 2 log-σ (radial, tangential).
+    """
+    if shape not in SHAPE_LIKELIHOODS:
+        raise ValueError(f"shape likelihood must be one of {SHAPE_LIKELIHOODS}, got {shape!r}")
+    return N_RAW_OUTPUTS if shape == "separate" else 10
+
+
+def axis_ratio(ellipticity: Tensor) -> Tensor:
+    """q of ellipticity magnitudes ``|ε| = (1 - q) / (1 + q)``."""
+    return (1.0 - ellipticity) / (1.0 + ellipticity)
+
+
+def ellipticity(q: Tensor) -> Tensor:
+    """``|ε| = (1 - q) / (1 + q)`` of axis ratios."""
+    return (1.0 - q) / (1.0 + q)
 
 
 @dataclass
@@ -70,12 +109,19 @@ class SersicPosterior:
         Unit vector ``(cos 2θ, sin 2θ)`` of the mean position angle.
     kappa : (N,) tensor
         Von Mises concentration of ``2θ``.
+    ellipticity : (N, 2) tensor or None
+        With the ellipse likelihood: the mean ellipticity components, from which q's
+        mean, the direction and κ were derived.
+    ellipticity_sigma : (N, 2) tensor or None
+        Their σ along the mean's direction and across it.
     """
 
     mean: Tensor
     sigma: Tensor
     direction: Tensor
     kappa: Tensor
+    ellipticity: Tensor | None = None
+    ellipticity_sigma: Tensor | None = None
 
     @property
     def pa_deg(self) -> Tensor:
@@ -84,28 +130,68 @@ class SersicPosterior:
         return torch.remainder(torch.rad2deg(angle) / 2, 180.0)
 
 
-def decode(raw: Tensor, anchor: Tensor | None = None) -> SersicPosterior:
-    """Turn raw network outputs ``(N, 11)`` into a :class:`SersicPosterior`.
+def decode(raw: Tensor, anchor: Tensor | None = None, shape: str = "separate") -> SersicPosterior:
+    """Turn raw network outputs ``(N, raw_output_count(shape))`` into a :class:`SersicPosterior`.
 
     ``anchor`` (N, 4), optional: first guesses of the four Gaussian means in their
-    transformed variables (NaN: none). A raw output of 0 then decodes to the anchor
-    (its logit within the bounds is added), so the network learns a correction to it.
+    transformed variables (NaN: none; the ellipse likelihood uses the first three).
+    A raw output of 0 then decodes to the anchor (its logit within the bounds is
+    added), so the network learns a correction to it.
     """
-    if raw.ndim != 2 or raw.shape[1] != N_RAW_OUTPUTS:
-        raise ValueError(f"expected raw outputs (N, {N_RAW_OUTPUTS}), got {tuple(raw.shape)}")
-    bounds = torch.tensor(GAUSSIAN_BOUNDS, dtype=raw.dtype, device=raw.device)
+    count = raw_output_count(shape)
+    if raw.ndim != 2 or raw.shape[1] != count:
+        raise ValueError(
+            f"expected raw outputs (N, {count}) for the {shape} shape likelihood, "
+            f"got {tuple(raw.shape)}"
+        )
+    gaussians = 4 if shape == "separate" else 3
+    bounds = torch.tensor(GAUSSIAN_BOUNDS[:gaussians], dtype=raw.dtype, device=raw.device)
     low, span = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
-    logits = raw[:, :4]
+    logits = raw[:, :gaussians]
     if anchor is not None:
-        fraction = ((anchor.to(raw.dtype) - low) / span).clamp(0.01, 0.99)
+        fraction = ((anchor[:, :gaussians].to(raw.dtype) - low) / span).clamp(0.01, 0.99)
         logits = logits + torch.logit(fraction).nan_to_num(0.0)
     mean = low + span * torch.sigmoid(logits)
-    # σ from 1e-5 to 0.5 of each range, starting near 5% of it.
-    log_fraction = -3.0 + 0.5 * raw[:, 4:8].clamp(-17.0, 9.0)
-    sigma = span * torch.exp(log_fraction).clamp(1e-5, 0.5)
+    sigma = span * _sigma_fraction(raw[:, gaussians : 2 * gaussians])
+    if shape == "ellipse":
+        return _ellipse_posterior(mean, sigma, raw[:, 6:8], raw[:, 8:10])
     direction = F.normalize(raw[:, 8:10], dim=1, eps=1e-6)
     kappa = (F.softplus(raw[:, 10] + 2.0) + 1e-3).clamp(max=_MAX_KAPPA)
     return SersicPosterior(mean=mean, sigma=sigma, direction=direction, kappa=kappa)
+
+
+def _sigma_fraction(raw: Tensor) -> Tensor:
+    """σ as a fraction of its range, from 1e-5 to 0.5, starting near 5%."""
+    return torch.exp(-3.0 + 0.5 * raw.clamp(-17.0, 9.0)).clamp(1e-5, 0.5)
+
+
+def _ellipse_posterior(
+    mean: Tensor, sigma: Tensor, raw_components: Tensor, raw_sigma: Tensor
+) -> SersicPosterior:
+    """The posterior of the ellipse likelihood, with q and the angle derived from ε.
+
+    ``ε = ε_max tanh(|v|) v / |v|`` keeps ``|ε|`` below that of the smallest q and
+    is smooth through ``v = 0`` (round).
+    """
+    length = raw_components.norm(dim=1, keepdim=True)
+    gain = _MAX_ELLIPTICITY * torch.where(
+        length > 1e-6, torch.tanh(length) / length.clamp(min=1e-6), torch.ones_like(length)
+    )
+    components = gain * raw_components
+    magnitude = components.norm(dim=1)
+    # σ of the ellipticity, in units of the components' range (0 to 1).
+    e_sigma = _sigma_fraction(raw_sigma)
+    q = axis_ratio(magnitude)
+    q_sigma = e_sigma[:, 0] * 2.0 / (1.0 + magnitude) ** 2
+    kappa = ((magnitude / e_sigma[:, 1]) ** 2).clamp(1e-3, _MAX_KAPPA)
+    return SersicPosterior(
+        mean=torch.cat([mean, q[:, None]], dim=1),
+        sigma=torch.cat([sigma, q_sigma[:, None]], dim=1),
+        direction=F.normalize(components, dim=1, eps=1e-12),
+        kappa=kappa,
+        ellipticity=components,
+        ellipticity_sigma=e_sigma,
+    )
 
 
 def _log_i0(kappa: Tensor) -> Tensor:
@@ -134,19 +220,51 @@ def negative_log_likelihood(
         β-NLL exponent: each Gaussian term is weighted by ``σ^{2β}`` (not
         differentiated); 0 gives the plain negative log-likelihood.
     pa_weight : float, default 1.0
-        Weight of the position angle's von Mises term (not β-weighted): above 1 the
-        training gives the angle more of the network's attention than its
-        likelihood share; 1 is the plain likelihood.
+        Weight of the position angle's von Mises term (not β-weighted), or with the
+        ellipse likelihood of its tangential half: above 1 the training gives the
+        angle more of the network's attention than its likelihood share; 1 is the
+        plain likelihood.
     """
-    z = (targets - posterior.mean) / posterior.sigma
-    gaussian = 0.5 * z**2 + torch.log(posterior.sigma) + 0.5 * math.log(2 * math.pi)
+    two_theta = torch.deg2rad(2 * pa_deg)
+    unit = torch.stack([two_theta.cos(), two_theta.sin()], 1)
+    if posterior.ellipticity is not None:
+        gaussian = _gaussian_terms(posterior.mean[:, :3], posterior.sigma[:, :3], targets[:, :3])
+        if beta:
+            gaussian = gaussian * posterior.sigma[:, :3].detach() ** (2 * beta)
+        return gaussian.sum(dim=1) + _ellipse_term(
+            posterior, ellipticity(targets[:, 3])[:, None] * unit, beta, pa_weight
+        )
+    gaussian = _gaussian_terms(posterior.mean, posterior.sigma, targets)
     if beta:
         gaussian = gaussian * posterior.sigma.detach() ** (2 * beta)
-    two_theta = torch.deg2rad(2 * pa_deg)
-    cos_delta = (posterior.direction * torch.stack([two_theta.cos(), two_theta.sin()], 1)).sum(1)
+    cos_delta = (posterior.direction * unit).sum(1)
     kappa = posterior.kappa
     von_mises = -kappa * cos_delta + _log_i0(kappa) + math.log(2 * math.pi)
     return gaussian.sum(dim=1) + pa_weight * von_mises
+
+
+def _gaussian_terms(mean: Tensor, sigma: Tensor, targets: Tensor) -> Tensor:
+    z = (targets - mean) / sigma
+    return 0.5 * z**2 + torch.log(sigma) + 0.5 * math.log(2 * math.pi)
+
+
+def _ellipse_term(
+    posterior: SersicPosterior, true_components: Tensor, beta: float, pa_weight: float
+) -> Tensor:
+    """(N,) negative log-density of the true ellipticity under the 2-D Gaussian.
+
+    β-weighted by ``(σ_r σ_t)^β``, the 2-D analogue of ``σ^{2β}``.
+    """
+    radial = posterior.direction
+    tangential = torch.stack([-radial[:, 1], radial[:, 0]], dim=1)
+    residual = true_components - posterior.ellipticity
+    sigma = posterior.ellipticity_sigma
+    along = _gaussian_terms(0.0, sigma[:, 0], (residual * radial).sum(1))
+    across = _gaussian_terms(0.0, sigma[:, 1], (residual * tangential).sum(1))
+    term = along + pa_weight * across
+    if beta:
+        term = term * (sigma[:, 0] * sigma[:, 1]).detach() ** beta
+    return term
 
 
 def circular_sigma(kappa: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from morpho.models import SersicModule, load_model
 from morpho.models.sersic import DEFAULT_COLUMNS
 from morpho.nets import FastEncoder, SersicHead
 from morpho.sersic.inputs import SersicInputs
+from morpho.sersic.likelihood import raw_output_count
 from morpho.sersic.predict import check_signal, fit_dataset
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from tests.models.lightning_helpers import LossRecorder, cpu_trainer
@@ -39,7 +40,10 @@ def _model(growth_radii=None, *, conditioned=False, anchors=False, **kwargs) -> 
     encoder = FastEncoder(
         in_channels=1, image_size=32, channels=CHANNELS, core_size=8, condition_dim=condition_dim
     )
-    head = SersicHead(in_dim=encoder.out_dim, n_features=inputs.n_features, hidden_dim=32)
+    out_dim = raw_output_count(kwargs.get("shape_likelihood", "separate"))
+    head = SersicHead(
+        in_dim=encoder.out_dim, n_features=inputs.n_features, hidden_dim=32, out_dim=out_dim
+    )
     options = {"optimizer": functools.partial(torch.optim.Adam, lr=3e-3), **kwargs}
     return SersicModule(encoder, head, inputs=inputs, **options)
 
@@ -60,10 +64,11 @@ def _images(path, n: int = 8) -> torch.Tensor:
     return torch.stack([dataset[i]["image"] for i in range(n)])
 
 
-def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
+@pytest.mark.parametrize("shape", ["separate", "ellipse"])
+def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path, shape):
     L.seed_everything(0)
     losses = LossRecorder()
-    model = _model()
+    model = _model(shape_likelihood=shape)
     trainer = cpu_trainer(tmp_path, max_epochs=6, callbacks=[losses], enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(sersic_file))
     first, last = sum(losses.values[:4]) / 4, sum(losses.values[-4:]) / 4
@@ -76,7 +81,12 @@ def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"growth_radii": (1.0, 2.0, 4.0, 12.0)}, {"conditioned": True, "anchors": True}],
+    [
+        {},
+        {"growth_radii": (1.0, 2.0, 4.0, 12.0)},
+        {"conditioned": True, "anchors": True},
+        {"shape_likelihood": "ellipse"},
+    ],
 )
 def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file, options):
     model = _model(**options).eval()
@@ -142,6 +152,10 @@ def test_mismatched_head_is_a_clear_error():
     conditioned = FastEncoder(in_channels=1, image_size=32, channels=CHANNELS, condition_dim=6)
     with pytest.raises(ValueError, match=r"give 9 scalars.*model\.encoder\.condition_dim=9"):
         SersicModule(conditioned, SersicHead(in_dim=512, n_features=9), inputs=inputs)
+    with pytest.raises(ValueError, match=r"needs 10 raw outputs.*model\.head\.out_dim=10"):
+        SersicModule(encoder, SersicHead(in_dim=512), shape_likelihood="ellipse")
+    with pytest.raises(ValueError, match="shape likelihood must be one of"):
+        SersicModule(encoder, SersicHead(in_dim=512), shape_likelihood="round")
 
 
 def test_several_stretches_are_one_channel_each(sersic_file):

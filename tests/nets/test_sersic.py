@@ -80,9 +80,13 @@ def test_an_untrained_encoder_conditioning_changes_nothing():
         assert torch.equal(encoder(images, torch.zeros(4, 3)), encoder(images, torch.ones(4, 3)))
 
 
-@pytest.mark.parametrize("core_size", [0, 8])
-def test_conditioned_encoder_folds_to_the_same_function(core_size):
-    encoder = _encoder(core_size=core_size)
+@pytest.mark.parametrize(
+    "layout",
+    [{}, {"core_size": 8}, {"full_resolution": (4, 6), "stem_kernel": 3}],
+    ids=["plain", "core", "full-resolution"],
+)
+def test_conditioned_encoder_folds_to_the_same_function(layout):
+    encoder = _encoder(**layout)
     with torch.no_grad():
         encoder.conditioning.net[-1].weight.normal_(std=0.3)  # as after training
         images, scalars = torch.randn(4, 1, 32, 32), torch.randn(4, 3)
@@ -102,3 +106,13 @@ def test_conditioned_encoder_without_its_scalars_is_a_clear_error():
         encoder(images, torch.zeros(2, 5))
     with pytest.raises(ValueError, match="condition_dim must be >= 0"):
         FastEncoder(condition_dim=-1)
+    with pytest.raises(ValueError, match="stem_kernel must be odd"):
+        FastEncoder(stem_kernel=4)
+
+
+def test_full_resolution_layers_read_every_pixel_before_the_first_halving():
+    torch.manual_seed(0)
+    encoder = FastEncoder(image_size=32, channels=[8, 16, 32], full_resolution=(4,))
+    assert encoder.full_resolution[0][0].stride == (1, 1)
+    assert encoder.body[0][0].in_channels == 4  # the stem reads the full-resolution maps
+    assert encoder(torch.randn(2, 1, 32, 32)).shape == (2, encoder.out_dim)

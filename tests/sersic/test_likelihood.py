@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
-from torch.distributions import Normal, VonMises
+from torch.distributions import MultivariateNormal, Normal, VonMises
 
 from morpho.sersic.likelihood import (
     GAUSSIAN_BOUNDS,
@@ -127,3 +128,78 @@ def test_raw_outputs_of_zero_decode_to_the_anchor():
     # The network's output moves the mean from there, within the bounds.
     moved = decode(torch.full((2, 11), 40.0), anchor)
     torch.testing.assert_close(moved.mean[:, 0], bounds[0, 1].expand(2))
+
+
+def _ellipse_raw(n: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(n, 10, generator=generator, dtype=torch.float64)
+
+
+def test_ellipse_posterior_derives_q_and_the_angle_from_the_ellipticity():
+    posterior = decode(_ellipse_raw(1000, scale=20.0), shape="ellipse")
+    e = posterior.ellipticity
+    magnitude = e.norm(dim=1)
+    assert (magnitude < 1).all()
+    torch.testing.assert_close(posterior.mean[:, 3], (1 - magnitude) / (1 + magnitude))
+    assert (posterior.mean[:, 3] >= GAUSSIAN_BOUNDS[3][0] - 1e-12).all()
+    assert (posterior.mean[:, 3] <= 1).all()
+    expected_pa = torch.remainder(torch.rad2deg(torch.atan2(e[:, 1], e[:, 0])) / 2, 180)
+    difference = torch.remainder(posterior.pa_deg - expected_pa + 90, 180) - 90
+    assert difference.abs().max() < 1e-9
+    # Round: components of zero give q = 1 exactly, and a finite loss and gradient.
+    raw = torch.zeros(2, 10, dtype=torch.float64, requires_grad=True)
+    round_posterior = decode(raw, shape="ellipse")
+    assert torch.equal(round_posterior.mean[:, 3], torch.ones(2, dtype=torch.float64))
+    targets = torch.tensor([[5.0, 1.0, 0.5, 0.7]] * 2, dtype=torch.float64)
+    loss = negative_log_likelihood(round_posterior, targets, torch.tensor([10.0, 100.0])).sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(raw.grad).all()
+
+
+def test_ellipse_likelihood_is_the_two_dimensional_gaussian_density():
+    posterior = decode(_ellipse_raw(64, seed=1), shape="ellipse")
+    generator = torch.Generator().manual_seed(2)
+    q = 0.1 + 0.9 * torch.rand(64, generator=generator, dtype=torch.float64)
+    pa = 180 * torch.rand(64, generator=generator, dtype=torch.float64)
+    others = posterior.mean[:, :3] + posterior.sigma[:, :3] * torch.randn(
+        64, 3, generator=generator, dtype=torch.float64
+    )
+    targets = torch.cat([others, q[:, None]], dim=1)
+    # The true ellipticity under a Gaussian whose axes are along and across the mean's.
+    two_theta = torch.deg2rad(2 * pa)
+    true_e = ((1 - q) / (1 + q))[:, None] * torch.stack([two_theta.cos(), two_theta.sin()], 1)
+    u = posterior.direction
+    rotation = torch.stack([u, torch.stack([-u[:, 1], u[:, 0]], 1)], dim=2)  # columns: axes
+    covariance = rotation @ torch.diag_embed(posterior.ellipticity_sigma**2) @ rotation.mT
+    shape_nll = -MultivariateNormal(posterior.ellipticity, covariance).log_prob(true_e)
+    expected = -Normal(posterior.mean[:, :3], posterior.sigma[:, :3]).log_prob(others).sum(1)
+    got = negative_log_likelihood(posterior, targets, pa, beta=0.0)
+    torch.testing.assert_close(got, expected + shape_nll)
+    # β weights the shape term by (σ_r σ_t)^β.
+    weighted = negative_log_likelihood(posterior, targets, pa, beta=0.5)
+    weights = posterior.sigma[:, :3] ** 1.0
+    gaussian = -Normal(posterior.mean[:, :3], posterior.sigma[:, :3]).log_prob(others)
+    sigma = posterior.ellipticity_sigma
+    torch.testing.assert_close(
+        weighted, (gaussian * weights).sum(1) + shape_nll * (sigma[:, 0] * sigma[:, 1]) ** 0.5
+    )
+
+
+def test_ellipse_uncertainties_are_propagated_to_q_and_the_angle():
+    posterior = decode(_ellipse_raw(200, seed=4), shape="ellipse")
+    magnitude = posterior.ellipticity.norm(dim=1)
+    sigma_radial, sigma_tangential = posterior.ellipticity_sigma.unbind(1)
+    # dq/d|ε| = -2 / (1 + |ε|)²; an angle step of 2θ moves ε by |ε| per radian.
+    torch.testing.assert_close(posterior.sigma[:, 3], 2 * sigma_radial / (1 + magnitude) ** 2)
+    wide = magnitude / sigma_tangential < 300  # κ inside its clamp
+    torch.testing.assert_close(
+        posterior.kappa[wide], (magnitude[wide] / sigma_tangential[wide]) ** 2
+    )
+
+
+def test_a_raw_output_count_that_does_not_fit_the_shape_likelihood_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(N, 10\) for the ellipse shape likelihood"):
+        decode(torch.zeros(3, 11), shape="ellipse")
+    with pytest.raises(ValueError, match="shape likelihood must be one of"):
+        decode(torch.zeros(3, 11), shape="elliptic")
