@@ -23,10 +23,11 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from morpho.taxonomy.reduce import (
+    TrainingNeighbours,
     fit_umap,
     make_umap,
     shared_neighbours,
-    training_matches,
+    training_neighbours,
     transform_each,
 )
 from morpho.taxonomy.tree import taxonomy_tree
@@ -142,6 +143,13 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Dimension d of the input embeddings.
     mean_, scale_ : (d,) float
         Standardisation applied before UMAP (0 and 1 when ``standardize`` is False).
+    isolation_radius_ : float
+        The largest distance of a training galaxy to its ``n_neighbors - 1``-th
+        nearest other training galaxy, in the standardised embeddings; a new galaxy
+        farther than this from its ``n_neighbors - 1``-th nearest training galaxy
+        lies beyond anything the taxonomy was fitted on (see :meth:`assign`). inf
+        when the neighbour graph is UMAP's own (fewer than 4096 galaxies with a
+        metric other than those of :mod:`morpho.taxonomy.reduce`).
     reducer_, map_reducer_ : umap.UMAP
         The fitted UMAP models.
     clusterer_ : hdbscan.HDBSCAN
@@ -238,6 +246,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         self.embedding_ = self.reducer_.embedding_
         self.embedding_2d_ = self.map_reducer_.embedding_
         self.n_clusters_ = int(self.labels_.max()) + 1
+        # Column 0 of the shared graph is each galaxy itself.
+        self.isolation_radius_ = float(knn[1][:, -1].max()) if knn[1] is not None else np.inf
         self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), self.labels_)
         return self
 
@@ -324,11 +334,24 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             )
         return self._standardized(_finite_rows(X, name="X"))
 
-    def _assign_clusters(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _place(self, Z: np.ndarray) -> tuple[np.ndarray, TrainingNeighbours | None, np.ndarray]:
+        """The clustering embedding of new standardised galaxies, their nearest
+        training galaxies, and their isolation (see :meth:`assign`), (M,)."""
+        neighbours = training_neighbours(self.reducer_, Z, k=self.n_neighbors - 1)
+        embedding = transform_each(self.reducer_, Z, neighbours)
+        if neighbours is None or not np.isfinite(self.isolation_radius_):
+            return embedding, neighbours, np.zeros(len(Z))
+        radius = max(self.isolation_radius_, np.finfo(np.float64).tiny)
+        return embedding, neighbours, neighbours.distances[:, -1] / radius
+
+    def _assign_clusters(
+        self, embedding: np.ndarray, isolation: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.n_clusters_ == 0:
             return np.full(len(embedding), -1, dtype=np.intp), np.zeros(len(embedding))
         labels, probabilities = hdbscan.approximate_predict(self.clusterer_, embedding)
-        return labels.astype(np.intp), probabilities
+        labels = np.where(isolation > 1, -1, labels).astype(np.intp)
+        return labels, np.where(isolation > 1, 0.0, probabilities)
 
     @keeps_torch_threads
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -336,8 +359,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
 
         Each galaxy is placed in the clustering embedding by ``UMAP.transform``
         and assigned by ``hdbscan.approximate_predict`` without changing the
-        taxonomy. Use :meth:`assign` for probabilities, outlier scores and map
-        positions.
+        taxonomy; a galaxy beyond the training set (see :meth:`assign`) is noise.
+        Use :meth:`assign` for probabilities, outlier scores and map positions.
 
         Parameters
         ----------
@@ -356,8 +379,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         ValueError
             If ``X`` is not 2-D, has another number of features, or has NaN or inf.
         """
-        Z = self._new_embeddings(X)
-        return self._assign_clusters(transform_each(self.reducer_, Z))[0]
+        embedding, _, isolation = self._place(self._new_embeddings(X))
+        return self._assign_clusters(embedding, isolation)[0]
 
     @keeps_torch_threads
     def assign(self, X: np.ndarray, *, ids: Sequence | None = None) -> pd.DataFrame:
@@ -369,6 +392,15 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         smallest mutual-reachability distance r; with λ = 1/r and λ_max the largest
         λ below the condensed-tree cluster that neighbour leaves, the score is
         (λ_max − λ) / λ_max, in [0, 1]. Without clusters, every score is 1.
+
+        UMAP places any galaxy among its nearest training galaxies, however far
+        they are, so GLOSH in the clustering embedding cannot see a galaxy unlike
+        all of them. Its isolation does: the distance to its ``n_neighbors - 1``-th
+        nearest training galaxy over :attr:`isolation_radius_`, the largest such
+        distance within the training set. A galaxy of isolation s > 1 lies beyond
+        the training set: it is noise (cluster -1, probability 0), and its score is
+        at least 1 − 1/s (GLOSH's form, with λ = 1/distance), which tends to 1 far
+        away.
 
         Parameters
         ----------
@@ -392,16 +424,18 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         """
         Z = self._new_embeddings(X)
         ids = _ids(ids, len(Z), what="X")
-        matches = training_matches(self.reducer_, Z)  # the map's UMAP shares the index
-        embedding = transform_each(self.reducer_, Z, matches)
-        labels, probabilities = self._assign_clusters(embedding)
+        embedding, neighbours, isolation = self._place(Z)
+        labels, probabilities = self._assign_clusters(embedding, isolation)
         if self.n_clusters_ == 0:
             scores = np.ones(len(Z))
         else:
             # GLOSH is in [0, 1]; a new galaxy denser than its neighbour's cluster ever
             # gets (λ > λ_max) would come out below 0: it is no outlier at all.
             scores = np.clip(hdbscan.approximate_predict_scores(self.clusterer_, embedding), 0, 1)
-        map_xy = transform_each(self.map_reducer_, Z, matches)
+            beyond = isolation > 1
+            scores[beyond] = np.maximum(scores[beyond], 1 - 1 / isolation[beyond])
+        # The map's UMAP shares the index: the same neighbours.
+        map_xy = transform_each(self.map_reducer_, Z, neighbours)
         return self._frame(ids, labels, probabilities, scores, map_xy)
 
     # Exploring --------------------------------------------------------------------------

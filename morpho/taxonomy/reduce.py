@@ -37,10 +37,11 @@ __all__ = [
     "EXACT_GRAPH_UP_TO",
     "EXACT_NEIGHBOURS_BELOW",
     "ExactNeighbourIndex",
+    "TrainingNeighbours",
     "fit_umap",
     "make_umap",
     "shared_neighbours",
-    "training_matches",
+    "training_neighbours",
     "transform_each",
 ]
 
@@ -198,9 +199,9 @@ def make_umap(
     )
 
 
-def training_matches(reducer: UMAP, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(same (M,) bool, training index (M,))``: which rows of ``Z`` are training
-    galaxies of ``reducer``, and which; None when the reducer has no shared index.
+def training_neighbours(reducer: UMAP, Z: np.ndarray, k: int = 1) -> TrainingNeighbours | None:
+    """The ``k`` nearest training galaxies of each row of ``Z`` in the reducer's shared
+    index; None when the reducer has none (see :func:`shared_neighbours`).
 
     The two UMAPs of a taxonomy share one index and one training set, so one call
     serves both :func:`transform_each` calls.
@@ -208,12 +209,24 @@ def training_matches(reducer: UMAP, Z: np.ndarray) -> tuple[np.ndarray, np.ndarr
     index = reducer.precomputed_knn[2]
     if index is None or not len(Z):
         return None
-    nearest, distance = index.query(Z, 1)
-    return distance[:, 0] == 0, nearest[:, 0]
+    nearest, distance = index.query(Z, k)
+    return TrainingNeighbours(nearest, np.asarray(distance, dtype=np.float64))
+
+
+class TrainingNeighbours:
+    """Nearest training galaxies of new ones: ``indices`` and ``distances``, (M, k)."""
+
+    def __init__(self, indices: np.ndarray, distances: np.ndarray) -> None:
+        self.indices, self.distances = indices, distances
+
+    @property
+    def same(self) -> np.ndarray:
+        """(M,) bool: the galaxy is identical to a training galaxy (``indices[:, 0]``)."""
+        return self.distances[:, 0] == 0
 
 
 def transform_each(
-    reducer: UMAP, Z: np.ndarray, matches: tuple[np.ndarray, np.ndarray] | None = None
+    reducer: UMAP, Z: np.ndarray, neighbours: TrainingNeighbours | None = None
 ) -> np.ndarray:
     """``reducer.transform(Z)``, each galaxy placed the same whatever the batch.
 
@@ -226,17 +239,17 @@ def transform_each(
     batch. (Each new galaxy is otherwise optimised on its own: only its own edges
     move it, with a random stream seeded from its own starting position.) The
     added row is dropped from the result, and a galaxy identical to a training
-    galaxy (``matches``, from :func:`training_matches`; found here if not given)
-    gets that galaxy's fitted place, which umap-learn gives only when the whole
-    training set is transformed at once.
+    galaxy (found in ``neighbours``, from :func:`training_neighbours`, or here if
+    not given) gets that galaxy's fitted place, which umap-learn gives only when
+    the whole training set is transformed at once.
     """
     anchor = np.asarray(reducer._raw_data[:1], dtype=Z.dtype)  # a training galaxy
     placed = reducer.transform(np.concatenate([Z, anchor]))[:-1]
-    if matches is None:
-        matches = training_matches(reducer, Z)
-    if matches is not None:
-        same, nearest = matches
-        placed[same] = reducer.embedding_[nearest[same]]
+    if neighbours is None:
+        neighbours = training_neighbours(reducer, Z)
+    if neighbours is not None:
+        same = neighbours.same
+        placed[same] = reducer.embedding_[neighbours.indices[same, 0]]
     return placed
 
 

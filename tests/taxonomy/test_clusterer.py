@@ -115,6 +115,24 @@ def test_a_far_away_galaxy_is_an_outlier(fitted, blobs) -> None:
     typical = fitted.assign(X[:5] + 0.01)
     far = fitted.assign(X[:1] + 30.0)
     assert far["outlier_score"].iloc[0] > typical["outlier_score"].max()
+    # UMAP alone would place it among its nearest training galaxies, in their cluster:
+    # beyond the training set it is noise, and its score tends to 1.
+    assert far["cluster"].iloc[0] == -1
+    assert far["probability"].iloc[0] == 0
+    assert far["outlier_score"].iloc[0] > 0.9
+    assert fitted.predict(X[:1] + 30.0)[0] == -1
+    np.testing.assert_array_equal(typical["cluster"], fitted.labels_[:5])
+
+
+def test_isolation_is_one_at_the_most_isolated_training_galaxy(fitted, blobs) -> None:
+    X, _ = blobs
+    Z = fitted._standardized(X)
+    distances = np.sort(np.linalg.norm(Z[:, None] - Z[None], axis=2), axis=1)
+    # The (n_neighbors - 1)-th other galaxy: column n_neighbors - 1 (column 0 is itself).
+    expected = distances[:, fitted.n_neighbors - 1].max()
+    np.testing.assert_allclose(fitted.isolation_radius_, expected, rtol=1e-5)
+    _, _, isolation = fitted._place(Z)
+    assert isolation.max() <= 1 + 1e-6  # no training galaxy lies beyond the training set
 
 
 def test_same_data_and_seed_give_identical_labels(blobs) -> None:
