@@ -173,11 +173,8 @@ def _ellipse_posterior(
     ``ε = ε_max tanh(|v|) v / |v|`` keeps ``|ε|`` below that of the smallest q and
     is smooth through ``v = 0`` (round).
     """
-    length = raw_components.norm(dim=1, keepdim=True)
-    gain = _MAX_ELLIPTICITY * torch.where(
-        length > 1e-6, torch.tanh(length) / length.clamp(min=1e-6), torch.ones_like(length)
-    )
-    components = gain * raw_components
+    length = raw_components.norm(dim=1, keepdim=True).clamp(min=1e-6)  # tanh(x)/x -> 1
+    components = _MAX_ELLIPTICITY * torch.tanh(length) / length * raw_components
     magnitude = components.norm(dim=1)
     # σ of the ellipticity, in units of the components' range (0 to 1).
     e_sigma = _sigma_fraction(raw_sigma)
@@ -227,16 +224,15 @@ def negative_log_likelihood(
     """
     two_theta = torch.deg2rad(2 * pa_deg)
     unit = torch.stack([two_theta.cos(), two_theta.sin()], 1)
-    if posterior.ellipticity is not None:
-        gaussian = _gaussian_terms(posterior.mean[:, :3], posterior.sigma[:, :3], targets[:, :3])
-        if beta:
-            gaussian = gaussian * posterior.sigma[:, :3].detach() ** (2 * beta)
-        return gaussian.sum(dim=1) + _ellipse_term(
-            posterior, ellipticity(targets[:, 3])[:, None] * unit, beta, pa_weight
-        )
-    gaussian = _gaussian_terms(posterior.mean, posterior.sigma, targets)
+    ellipse = posterior.ellipticity is not None
+    n = 3 if ellipse else 4  # with the ellipse, q is in the shape's term
+    mean, sigma = posterior.mean[:, :n], posterior.sigma[:, :n]
+    gaussian = _gaussian_terms(mean, sigma, targets[:, :n])
     if beta:
-        gaussian = gaussian * posterior.sigma.detach() ** (2 * beta)
+        gaussian = gaussian * sigma.detach() ** (2 * beta)
+    if ellipse:
+        true_components = ellipticity(targets[:, 3])[:, None] * unit
+        return gaussian.sum(dim=1) + _ellipse_term(posterior, true_components, beta, pa_weight)
     cos_delta = (posterior.direction * unit).sum(1)
     kappa = posterior.kappa
     von_mises = -kappa * cos_delta + _log_i0(kappa) + math.log(2 * math.pi)

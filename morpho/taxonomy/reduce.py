@@ -23,6 +23,7 @@ does not depend on which other galaxies are transformed with it.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
@@ -213,11 +214,12 @@ def training_neighbours(reducer: UMAP, Z: np.ndarray, k: int = 1) -> TrainingNei
     return TrainingNeighbours(nearest, np.asarray(distance, dtype=np.float64))
 
 
+@dataclass(frozen=True)
 class TrainingNeighbours:
     """Nearest training galaxies of new ones: ``indices`` and ``distances``, (M, k)."""
 
-    def __init__(self, indices: np.ndarray, distances: np.ndarray) -> None:
-        self.indices, self.distances = indices, distances
+    indices: np.ndarray
+    distances: np.ndarray
 
     @property
     def same(self) -> np.ndarray:
