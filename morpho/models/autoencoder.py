@@ -9,7 +9,11 @@ Training objective, per batch of flux images ``x``:
   where faint structure weighs as much as the core;
 - invariance: VICReg (Bardes et al. 2022) between ``projector(encoder(P(noisy_1)))`` and
   ``projector(encoder(P(noisy_2)))``, so the embedding keeps what two views share
-  (morphology) and drops what they do not (orientation, noise, blur, flux).
+  (morphology) and drops what they do not (orientation, noise, blur, flux);
+- optionally, decorrelation (``nuisance_weight``): the squared correlations, over
+  the batch, between the embedding of view 1 and each galaxy's own log S/N and log
+  size, measured on its image (no labels): both views of a galaxy share its S/N, so
+  the invariance term alone leaves it in the embedding.
 
 ``P`` is the preprocessor fitted on the training split (optionally canonicalising
 each galaxy first). Validation uses the reconstruction of un-augmented images.
@@ -22,11 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.data.augment import dihedral_views
+from morpho.data.canonical import adaptive_moments, border_noise_sigma
 from morpho.data.views import NuisanceViews
 from morpho.models.base import MorphoModule
-from morpho.models.losses import vicreg_terms
+from morpho.models.losses import nuisance_correlation, vicreg_terms
 
-__all__ = ["AutoencoderModule"]
+__all__ = ["AutoencoderModule", "measured_nuisances"]
 
 
 class AutoencoderModule(MorphoModule):
@@ -47,6 +52,10 @@ class AutoencoderModule(MorphoModule):
         Factories, see :class:`MorphoModule`.
     reconstruction_weight, invariance_weight, variance_weight, covariance_weight : float
         Weights of the loss terms (VICReg's defaults are 25, 25, 1).
+    nuisance_weight : float
+        Weight of the decorrelation of the embedding from the measured log S/N and
+        log size (:func:`measured_nuisances`, :func:`~morpho.models.losses.nuisance_correlation`);
+        0 (default): off.
     embedding_views : {"auto", "dihedral", "flips", "none"}
         Views averaged by :meth:`embed`: the 8 dihedral views, the 4 flips that keep
         the major axis of canonicalised images along x, or none. ``"auto"`` picks
@@ -70,6 +79,7 @@ class AutoencoderModule(MorphoModule):
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
+        nuisance_weight: float = 0.0,
         embedding_views: str = "auto",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
@@ -77,6 +87,8 @@ class AutoencoderModule(MorphoModule):
             raise ValueError(
                 f"embedding_views must be auto, dihedral, flips or none, got {embedding_views!r}"
             )
+        if not (isinstance(nuisance_weight, (int, float)) and nuisance_weight >= 0):
+            raise ValueError(f"nuisance_weight must be a number >= 0, got {nuisance_weight!r}")
         self.save_hyperparameters(
             ignore=[
                 "encoder",
@@ -146,5 +158,26 @@ class AutoencoderModule(MorphoModule):
                 f"{stage}/covariance": cov,
             }
             self.log_dict(terms, **log)
+        if train_views and hp.get("nuisance_weight", 0.0):
+            nuisance = nuisance_correlation(z, measured_nuisances(x))
+            loss = loss + hp.nuisance_weight * nuisance
+            self.log(f"{stage}/nuisance", nuisance, **log)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         return loss
+
+
+@torch.no_grad()
+def measured_nuisances(images: Tensor) -> Tensor:
+    """Log S/N and log size of each ``(N, C, H, W)`` flux image, (N, 2), from the image alone.
+
+    On the sum of the bands: the adaptive moments' size ``det(M)^{1/4}`` (pixels;
+    ``σ/√2`` for a Gaussian of σ)
+    and the stamp's flux over the border noise σ times that size (the S/N within the
+    galaxy's own area, up to a constant).
+    """
+    summed = images.sum(dim=1)
+    _, moments, flux = adaptive_moments(summed)
+    size = torch.linalg.det(moments).clamp_min(1e-6) ** 0.25
+    noise = border_noise_sigma(summed[:, None])[:, 0].clamp_min(1e-12)
+    snr = flux.clamp_min(1e-12) / (noise * size)
+    return torch.stack([snr.log(), size.log()], dim=1)

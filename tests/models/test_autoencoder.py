@@ -121,3 +121,43 @@ def test_training_under_bf16_mixed_keeps_the_pixel_stages_in_float32(simulated_f
     trainer.fit(_model(), datamodule=_datamodule(simulated_file, canonicalize=Canonicalize()))
     assert len(losses.values) == 3
     assert all(torch.isfinite(torch.tensor(losses.values)))
+
+
+def test_nuisance_correlation_is_one_for_a_copy_and_zero_for_an_orthogonal_code():
+    from morpho.models.losses import nuisance_correlation
+
+    u = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    v = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    assert nuisance_correlation(torch.stack([2 * u + 3, v], 1), u[:, None]).item() == (
+        pytest.approx(1.0, abs=1e-5)
+    )
+    assert nuisance_correlation(v[:, None], u[:, None]).item() == pytest.approx(0.0, abs=1e-7)
+    # Averaged over the nuisances: z holds u only, so (1 + 0) / 2.
+    assert nuisance_correlation(u[:, None], torch.stack([u, v], 1)).item() == pytest.approx(
+        0.5, abs=1e-5
+    )
+    with pytest.raises(ValueError, match="N >= 2"):
+        nuisance_correlation(u[:1, None], u[:1, None])
+
+
+def test_measured_nuisances_give_a_gaussians_size_and_its_snr_ratio():
+    from morpho.models.autoencoder import measured_nuisances
+
+    y, x = torch.meshgrid(torch.arange(48.0) - 23.5, torch.arange(48.0) - 23.5, indexing="ij")
+    galaxy = 100 * torch.exp(-(x**2 + y**2) / (2 * 3.0**2))
+    noise = torch.randn(48, 48, generator=torch.Generator().manual_seed(0))
+    images = torch.stack([galaxy + noise, 2 * galaxy + noise])[:, None]
+    log_snr, log_size = measured_nuisances(images).T
+    # The adaptive moments of a Gaussian of σ are σ²/2 (weight covariance 2M at the fixed point).
+    assert log_size.exp().tolist() == pytest.approx([3.0 / 2**0.5] * 2, rel=0.03)
+    assert (log_snr[1] - log_snr[0]).item() == pytest.approx(0.6931, abs=0.03)  # ln 2
+
+
+def test_the_decorrelation_term_is_trained_and_logged(simulated_file, tmp_path):
+    torch.manual_seed(0)
+    model = _model(nuisance_weight=10.0)
+    trainer = cpu_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(model, datamodule=_datamodule(simulated_file))
+    assert 0.0 <= trainer.callback_metrics["train/nuisance"].item() <= 8.0
+    with pytest.raises(ValueError, match="nuisance_weight"):
+        _model(nuisance_weight=-1.0)
