@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from morpho.data.augment import affine_sample, rotation_matrices
 from morpho.nets.base import remember_init
 
-__all__ = ["Canonicalize", "adaptive_moments", "border_noise_sigma"]
+__all__ = ["Canonicalize", "adaptive_moments", "border_noise_sigma", "measure_nuisances"]
 
 
 def border_noise_sigma(images: Tensor, *, width: int = 4) -> Tensor:
@@ -45,6 +45,16 @@ def border_noise_sigma(images: Tensor, *, width: int = 4) -> Tensor:
     )
     median = border.median(dim=-1, keepdim=True).values
     return 1.4826 * (border - median).abs().median(dim=-1).values
+
+
+def measure_nuisances(images: Tensor) -> dict[str, Tensor]:
+    """What canonicalisation removes, from the adaptive moments of the band sum of
+    ``(N, C, H, W)`` images: centroid (N, 2), angle (N,) in radians, size (N,) in
+    pixels (``det(M)^{1/4}``, ``σ/√2`` for a Gaussian of σ) and flux (N,)."""
+    mu, moments, flux = adaptive_moments(images.sum(dim=1))
+    angle = 0.5 * torch.atan2(2 * moments[:, 0, 1], moments[:, 0, 0] - moments[:, 1, 1])
+    size = torch.linalg.det(moments).clamp_min(1e-6) ** 0.25
+    return {"centroid": mu, "angle": angle, "size": size, "flux": flux}
 
 
 def _grid(height: int, width: int, device, dtype) -> tuple[Tensor, Tensor]:
@@ -160,10 +170,7 @@ class Canonicalize(nn.Module):
 
     def measure(self, images: Tensor) -> dict[str, Tensor]:
         """Centroid (N, 2), angle (N,) in radians, size σ (N,) in pixels and flux (N,)."""
-        mu, moments, flux = adaptive_moments(images.sum(dim=1))
-        angle = 0.5 * torch.atan2(2 * moments[:, 0, 1], moments[:, 0, 0] - moments[:, 1, 1])
-        size = torch.linalg.det(moments).clamp_min(1e-6) ** 0.25
-        return {"centroid": mu, "angle": angle, "size": size, "flux": flux}
+        return measure_nuisances(images)
 
     def forward(self, images: Tensor) -> Tensor:
         """Canonicalise ``images`` (N, C, H, W) float; returns the same shape."""

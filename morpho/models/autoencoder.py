@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.data.augment import dihedral_views
-from morpho.data.canonical import adaptive_moments, border_noise_sigma
+from morpho.data.canonical import border_noise_sigma, measure_nuisances
 from morpho.data.views import NuisanceViews
 from morpho.models.base import MorphoModule
 from morpho.models.losses import nuisance_correlation, vicreg_terms
@@ -170,14 +170,13 @@ class AutoencoderModule(MorphoModule):
 def measured_nuisances(images: Tensor) -> Tensor:
     """Log S/N and log size of each ``(N, C, H, W)`` flux image, (N, 2), from the image alone.
 
-    On the sum of the bands: the adaptive moments' size ``det(M)^{1/4}`` (pixels;
-    ``σ/√2`` for a Gaussian of σ)
-    and the stamp's flux over the border noise σ times that size (the S/N within the
-    galaxy's own area, up to a constant).
+    On the sum of the bands: the adaptive-moment size of
+    :func:`~morpho.data.canonical.measure_nuisances` and the stamp's flux over the
+    border noise σ times that size (the S/N within the galaxy's own area, up to a
+    constant).
     """
-    summed = images.sum(dim=1)
-    _, moments, flux = adaptive_moments(summed)
-    size = torch.linalg.det(moments).clamp_min(1e-6) ** 0.25
-    noise = border_noise_sigma(summed[:, None])[:, 0].clamp_min(1e-12)
-    snr = flux.clamp_min(1e-12) / (noise * size)
+    measured = measure_nuisances(images)
+    size = measured["size"]
+    noise = border_noise_sigma(images.sum(dim=1, keepdim=True))[:, 0].clamp_min(1e-12)
+    snr = measured["flux"].clamp_min(1e-12) / (noise * size)
     return torch.stack([snr.log(), size.log()], dim=1)
