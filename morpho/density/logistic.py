@@ -33,6 +33,7 @@ __all__ = [
     "discretized_logistic_log_prob",
     "mixture_channels",
     "mixture_log_prob",
+    "offset_locations",
     "sample_mixture",
 ]
 
@@ -68,6 +69,34 @@ def _split(params: Tensor, n_mix: int, n_bands: int) -> tuple[Tensor, Tensor, Te
     log_scales = rest[:, :, n_bands : 2 * n_bands]
     coeffs = torch.tanh(rest[:, :, 2 * n_bands :])
     return logits, means, log_scales, coeffs
+
+
+def offset_locations(params: Tensor, prediction: Tensor, *, n_mix: int, n_bands: int) -> Tensor:
+    """Network outputs whose locations are offsets from a prediction, as plain outputs.
+
+    Every component's location output ``m̂`` of band ``c`` becomes
+    ``asinh(p_c + sinh(m̂))``, so that its location (``k_sky + σ_k sinh(·)``, before the
+    earlier bands' terms) is ``p_c`` plus the offset the network gave; the weights,
+    scales and band coefficients are unchanged.
+
+    Parameters
+    ----------
+    params : (N, mixture_channels(n_mix, C), H, W) float tensor
+    prediction : (N, C, H, W) float tensor
+        Per band, in background σ relative to the sky.
+    n_mix, n_bands : int
+
+    Returns
+    -------
+    Tensor
+        ``params``' shape, for :func:`mixture_log_prob` and :func:`sample_mixture`.
+    """
+    logits, means, *_ = _split(params, n_mix, n_bands)
+    n, _, h, w = params.shape
+    rest = params[:, n_mix:].reshape(n, n_mix, -1, h, w)
+    moved = torch.asinh(prediction[:, None].to(means.dtype) + torch.sinh(means))
+    rest = torch.cat([moved, rest[:, :, n_bands:]], dim=2)
+    return torch.cat([logits, rest.reshape(n, -1, h, w)], dim=1)
 
 
 def _band_location(

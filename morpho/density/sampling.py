@@ -223,6 +223,11 @@ def _cached(net, quantizer, uniforms, labels, vectors, known, mask) -> Tensor:
         for b in net.u_blocks
     ]
     ul_blocks = [_PixelBlock(b, n, h, w, dtype, cond) for b in net.ul_blocks]
+    predictors = (
+        [_Buffered(layer, n, h, w, dtype) for layer in (net.predict_up, net.predict_left)]
+        if net.linear_predictor
+        else []
+    )
     out = _matrix(net.out)
     for i in range(h):
         u = inputs[0].row(i)
@@ -239,9 +244,14 @@ def _cached(net, quantizer, uniforms, labels, vectors, known, mask) -> Tensor:
             draw = mask[:, i, j]
             if draw.any():
                 params = torch.addmm(out[0], F.elu(ul), out[1])[:, :, None, None]
+                if predictors:
+                    prediction = sum(p.pixel(i, j) for p in predictors)[:, :, None, None]
+                    params = net.locate(params, prediction)
                 new = _draw(net, quantizer, params, uniforms[:, :, i : i + 1, j : j + 1])
                 levels[:, :, i, j] = torch.where(draw[:, None], new[:, :, 0, 0], levels[:, :, i, j])
             value = quantizer.network_input(levels[:, :, i, j], dtype=dtype)
             for buffer in inputs:
                 buffer.put_pixel(i, j, value)
+            for buffer in predictors:
+                buffer.put_pixel(i, j, torch.sinh(value))
     return levels

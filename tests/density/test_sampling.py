@@ -63,6 +63,16 @@ def test_cached_equals_naive_conditioned_on_vectors():
 
 
 @pytest.mark.parametrize("n_bands", [1, 2])
+def test_cached_equals_naive_with_a_linear_predictor(n_bands):
+    net = _net(n_bands, linear_predictor=True)
+    with torch.no_grad():  # a prediction far from the baseline it starts from
+        for layer in (net.predict_up, net.predict_left):
+            layer.conv.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(5))
+    levels = _both(net, draw_uniforms(3, n_bands, HEIGHT, WIDTH, seed=3))
+    assert len(levels.unique()) > 0.6 * levels.numel()
+
+
+@pytest.mark.parametrize("n_bands", [1, 2])
 def test_completion_keeps_known_pixels_and_matches(n_bands):
     net = _net(n_bands, n_classes=2)
     generator = torch.Generator().manual_seed(3)

@@ -44,9 +44,9 @@ def _dependencies(net: PixelCNN, x: torch.Tensor, **conditioning) -> torch.Tenso
     return found
 
 
-@pytest.mark.parametrize("n_bands", [1, 3])
-def test_output_depends_only_on_earlier_pixels_and_on_all_nearby_ones(n_bands):
-    net = _net(n_bands)
+@pytest.mark.parametrize(("n_bands", "linear_predictor"), [(1, False), (3, False), (2, True)])
+def test_output_depends_only_on_earlier_pixels_and_on_all_nearby_ones(n_bands, linear_predictor):
+    net = _net(n_bands, linear_predictor=linear_predictor)
     x = torch.randn(1, n_bands, SIZE, SIZE, generator=torch.Generator().manual_seed(0), dtype=F64)
     found = _dependencies(net, x)
     raster = torch.arange(SIZE * SIZE).reshape(SIZE, SIZE)
@@ -63,6 +63,54 @@ def test_output_depends_only_on_earlier_pixels_and_on_all_nearby_ones(n_bands):
     # The first pixel sees nothing; the last sees the whole row to its left, five pixels.
     assert not found[0, 0].any()
     assert found[SIZE - 1, SIZE - 1, SIZE - 1].tolist() == [False, False] + [True] * 5 + [False]
+
+
+def test_linear_predictor_starts_as_the_neighbour_baseline():
+    # With the blocks' location outputs at zero, every component's location is the sky
+    # plus the mean of the pixel above and the pixel to the left (zeros outside the
+    # image), in levels; the scales and weights are those of the plain network.
+    quantizer = Quantizer(offset=-30.0, step=1.0, n_levels=4096, background_sigma=6.0)
+    plain, predicting = _net(1), _net(1, linear_predictor=True)
+    for net in (plain, predicting):
+        with torch.no_grad():
+            net.out.weight.zero_()
+            net.out.bias.copy_(torch.linspace(-0.5, 0.5, net.out.bias.numel()))
+            net.out.bias[[2, 4]] = 0.0  # per component (m̂, ŝ) after the 2 weights
+    generator = torch.Generator().manual_seed(7)
+    levels = torch.randint(0, 2000, (2, 1, 5, 6), generator=generator)
+    x = quantizer.network_input(levels, dtype=F64)
+    with torch.no_grad():
+        moved, still = predicting(x), plain(x)
+    z = (levels.double() - quantizer.sky_level) / quantizer.sigma_levels
+    above = F.pad(z, (0, 0, 1, 0))[:, :, :-1]
+    left = F.pad(z, (1, 0))[:, :, :, :-1]
+    expected = torch.asinh((above + left) / 2)
+    for channel in (2, 4):
+        torch.testing.assert_close(moved[:, channel], expected[:, 0], rtol=1e-12, atol=1e-12)
+        assert not still[:, channel].any()
+    for channel in (0, 1, 3, 5):
+        torch.testing.assert_close(moved[:, channel], still[:, channel])
+
+
+def test_linear_predictor_runs_in_float32_under_bfloat16_autocast():
+    # Bright pixels (up to 3000 levels, z up to 480 background σ): the prediction must
+    # keep float32's 24 bits, where bfloat16's 8 would put it off by a σ or more.
+    quantizer = Quantizer(offset=-30.0, step=1.0, n_levels=65536, background_sigma=6.245)
+    torch.manual_seed(0)
+    net = PixelCNN(channels=8, n_blocks=2, n_mix=2, dilations=[1, 2], linear_predictor=True)
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    levels = 30 + torch.randint(0, 3000, (1, 1, 8, 8), generator=torch.Generator().manual_seed(8))
+    x = quantizer.network_input(levels)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        params = net.eval()(x)
+    assert params.dtype == torch.float32
+    z = (levels.double() - quantizer.sky_level) / quantizer.sigma_levels
+    above = F.pad(z, (0, 0, 1, 0))[:, :, :-1]
+    left = F.pad(z, (1, 0))[:, :, :, :-1]
+    location = torch.sinh(params[:, 2].double())  # component 0's, in background σ
+    assert float((location - (above + left)[:, 0] / 2).abs().max()) < 1e-3
 
 
 def test_dilated_up_stream_sees_further_up():
