@@ -11,15 +11,17 @@ Training objective, per batch of flux images ``x``:
   ``projector(encoder(P(noisy_2)))``, so the embedding keeps what two views share
   (morphology) and drops what they do not (orientation, noise, blur, flux);
 - optionally, decorrelation (``nuisance_weight``): the squared correlations, over
-  the batch, between the embedding of view 1 and each galaxy's own log S/N and log
-  size, measured on its image (no labels): both views of a galaxy share its S/N, so
-  the invariance term alone leaves it in the embedding.
+  the batch, between the embedding of view 1 and each galaxy's own log S/N (and, if
+  asked, log size), measured on its image (no labels): both views of a galaxy share
+  its S/N, so the invariance term alone leaves it in the embedding.
 
 ``P`` is the preprocessor fitted on the training split (optionally canonicalising
 each galaxy first). Validation uses the reconstruction of un-augmented images.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +55,15 @@ class AutoencoderModule(MorphoModule):
     reconstruction_weight, invariance_weight, variance_weight, covariance_weight : float
         Weights of the loss terms (VICReg's defaults are 25, 25, 1).
     nuisance_weight : float
-        Weight of the decorrelation of the embedding from the measured log S/N and
-        log size (:func:`measured_nuisances`, :func:`~morpho.models.losses.nuisance_correlation`);
+        Weight of the decorrelation of the embedding from the measured nuisances
+        (:func:`measured_nuisances`, :func:`~morpho.models.losses.nuisance_correlation`);
         0 (default): off.
+    nuisances : sequence of {"snr", "size"}
+        Which measured nuisances the decorrelation removes. The moment size is not a
+        pure nuisance: it depends on the profile's concentration, so on the class (on
+        the simulated six-class mix the class explains 65% of its variance, 6% of
+        log S/N's), and decorrelating from it removed morphology with it
+        (benchmarks/RESULTS.md, taxonomy q7). Default: S/N only.
     embedding_views : {"auto", "dihedral", "flips", "none"}
         Views averaged by :meth:`embed`: the 8 dihedral views, the 4 flips that keep
         the major axis of canonicalised images along x, or none. ``"auto"`` picks
@@ -80,6 +88,7 @@ class AutoencoderModule(MorphoModule):
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
         nuisance_weight: float = 0.0,
+        nuisances: Sequence[str] = ("snr",),
         embedding_views: str = "auto",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor)
@@ -89,6 +98,11 @@ class AutoencoderModule(MorphoModule):
             )
         if not (isinstance(nuisance_weight, (int, float)) and nuisance_weight >= 0):
             raise ValueError(f"nuisance_weight must be a number >= 0, got {nuisance_weight!r}")
+        nuisances = list(nuisances)
+        if not nuisances or set(nuisances) - set(NUISANCES) or len(set(nuisances)) < len(nuisances):
+            raise ValueError(
+                f"nuisances must be distinct names among {list(NUISANCES)}, got {nuisances!r}"
+            )
         self.save_hyperparameters(
             ignore=[
                 "encoder",
@@ -159,11 +173,16 @@ class AutoencoderModule(MorphoModule):
             }
             self.log_dict(terms, **log)
         if train_views and hp.get("nuisance_weight", 0.0):
-            nuisance = nuisance_correlation(z, measured_nuisances(x))
+            columns = [NUISANCES.index(name) for name in hp.get("nuisances", ("snr",))]
+            nuisance = nuisance_correlation(z, measured_nuisances(x)[:, columns])
             loss = loss + hp.nuisance_weight * nuisance
             self.log(f"{stage}/nuisance", nuisance, **log)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         return loss
+
+
+#: The columns of :func:`measured_nuisances`.
+NUISANCES = ("snr", "size")
 
 
 @torch.no_grad()

@@ -155,9 +155,19 @@ def test_measured_nuisances_give_a_gaussians_size_and_its_snr_ratio():
 
 def test_the_decorrelation_term_is_trained_and_logged(simulated_file, tmp_path):
     torch.manual_seed(0)
-    model = _model(nuisance_weight=10.0)
-    trainer = cpu_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=False)
-    trainer.fit(model, datamodule=_datamodule(simulated_file))
-    assert 0.0 <= trainer.callback_metrics["train/nuisance"].item() <= 8.0
+    logged = {}
+    for nuisances in (["snr"], ["snr", "size"]):
+        torch.manual_seed(0)
+        model = _model(nuisance_weight=10.0, nuisances=nuisances)
+        trainer = cpu_trainer(
+            tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=False
+        )
+        trainer.fit(model, datamodule=_datamodule(simulated_file))
+        logged[len(nuisances)] = trainer.callback_metrics["train/nuisance"].item()
+        assert 0.0 <= logged[len(nuisances)] <= 8.0
+    assert logged[1] != logged[2]  # the choice of nuisances reaches the loss
     with pytest.raises(ValueError, match="nuisance_weight"):
         _model(nuisance_weight=-1.0)
+    for bad in (["flux"], [], ["snr", "snr"]):
+        with pytest.raises(ValueError, match="nuisances"):
+            _model(nuisance_weight=1.0, nuisances=bad)
