@@ -59,11 +59,12 @@ class AutoencoderModule(MorphoModule):
         (:func:`measured_nuisances`, :func:`~morpho.models.losses.nuisance_correlation`);
         0 (default): off.
     nuisances : sequence of {"snr", "size"}
-        Which measured nuisances the decorrelation removes. The moment size is not a
-        pure nuisance: it depends on the profile's concentration, so on the class (on
-        the simulated six-class mix the class explains 65% of its variance, 6% of
-        log S/N's), and decorrelating from it removed morphology with it
-        (benchmarks/RESULTS.md, taxonomy q7). Default: S/N only.
+        Which measured nuisances the decorrelation removes (default: S/N only).
+        Neither is a pure nuisance of the simulated six-class mix: the moment size
+        depends on the profile's concentration (the class explains 65% of its
+        variance), and the measured S/N is flux over noise times that size. With
+        either, weight 25 took the morphology with the nuisance (probe accuracy 0.67
+        against 0.90; benchmarks/RESULTS.md, taxonomy q7–q9).
     embedding_views : {"auto", "dihedral", "flips", "none"}
         Views averaged by :meth:`embed`: the 8 dihedral views, the 4 flips that keep
         the major axis of canonicalised images along x, or none. ``"auto"`` picks
