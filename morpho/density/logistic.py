@@ -55,16 +55,21 @@ def mixture_channels(n_mix: int, n_bands: int) -> int:
     return n_mix * (1 + 2 * n_bands + n_bands * (n_bands - 1) // 2)
 
 
-def _split(params: Tensor, n_mix: int, n_bands: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(N, P, H, W) -> logits (N,M,H,W), m̂ and ŝ (N,M,C,H,W), coefficients (N,M,C(C-1)/2,H,W)."""
+def _components(params: Tensor, n_mix: int, n_bands: int) -> Tensor:
+    """(N, P, H, W) -> what follows the weights, per component: (N, M, P/M - 1, H, W)."""
     n, p, h, w = params.shape
     if p != mixture_channels(n_mix, n_bands):
         raise ValueError(
             f"params have {p} channels; {n_mix} mixture components over {n_bands} band(s) "
             f"need {mixture_channels(n_mix, n_bands)}"
         )
+    return params[:, n_mix:].reshape(n, n_mix, -1, h, w)
+
+
+def _split(params: Tensor, n_mix: int, n_bands: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(N, P, H, W) -> logits (N,M,H,W), m̂ and ŝ (N,M,C,H,W), coefficients (N,M,C(C-1)/2,H,W)."""
     logits = params[:, :n_mix]
-    rest = params[:, n_mix:].reshape(n, n_mix, -1, h, w)
+    rest = _components(params, n_mix, n_bands)
     means = rest[:, :, :n_bands]
     log_scales = rest[:, :, n_bands : 2 * n_bands]
     coeffs = torch.tanh(rest[:, :, 2 * n_bands :])
@@ -91,12 +96,10 @@ def offset_locations(params: Tensor, prediction: Tensor, *, n_mix: int, n_bands:
     Tensor
         ``params``' shape, for :func:`mixture_log_prob` and :func:`sample_mixture`.
     """
-    logits, means, *_ = _split(params, n_mix, n_bands)
-    n, _, h, w = params.shape
-    rest = params[:, n_mix:].reshape(n, n_mix, -1, h, w)
-    moved = torch.asinh(prediction[:, None].to(means.dtype) + torch.sinh(means))
+    rest = _components(params, n_mix, n_bands)
+    moved = torch.asinh(prediction[:, None].to(rest.dtype) + torch.sinh(rest[:, :, :n_bands]))
     rest = torch.cat([moved, rest[:, :, n_bands:]], dim=2)
-    return torch.cat([logits, rest.reshape(n, -1, h, w)], dim=1)
+    return torch.cat([params[:, :n_mix], rest.flatten(1, 2)], dim=1)
 
 
 def _band_location(

@@ -104,6 +104,7 @@ class AutoencoderModule(MorphoModule):
             raise ValueError(
                 f"nuisances must be distinct names among {list(NUISANCES)}, got {nuisances!r}"
             )
+        self._nuisance_columns = [NUISANCES.index(name) for name in nuisances]
         self.save_hyperparameters(
             ignore=[
                 "encoder",
@@ -174,8 +175,8 @@ class AutoencoderModule(MorphoModule):
             }
             self.log_dict(terms, **log)
         if train_views and hp.get("nuisance_weight", 0.0):
-            columns = [NUISANCES.index(name) for name in hp.get("nuisances", ("snr",))]
-            nuisance = nuisance_correlation(z, measured_nuisances(x)[:, columns])
+            measured = measured_nuisances(x)[:, self._nuisance_columns]
+            nuisance = nuisance_correlation(z, measured)
             loss = loss + hp.nuisance_weight * nuisance
             self.log(f"{stage}/nuisance", nuisance, **log)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)

@@ -65,6 +65,14 @@ def test_output_depends_only_on_earlier_pixels_and_on_all_nearby_ones(n_bands, l
     assert found[SIZE - 1, SIZE - 1, SIZE - 1].tolist() == [False, False] + [True] * 5 + [False]
 
 
+def _neighbour_mean(levels: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
+    """The mean of the pixel above and the pixel to the left (zeros outside), in background σ."""
+    z = (levels.double() - quantizer.sky_level) / quantizer.sigma_levels
+    above = F.pad(z, (0, 0, 1, 0))[:, :, :-1]
+    left = F.pad(z, (1, 0))[:, :, :, :-1]
+    return (above + left) / 2
+
+
 def test_linear_predictor_starts_as_the_neighbour_baseline():
     # With the blocks' location outputs at zero, every component's location is the sky
     # plus the mean of the pixel above and the pixel to the left (zeros outside the
@@ -81,10 +89,7 @@ def test_linear_predictor_starts_as_the_neighbour_baseline():
     x = quantizer.network_input(levels, dtype=F64)
     with torch.no_grad():
         moved, still = predicting(x), plain(x)
-    z = (levels.double() - quantizer.sky_level) / quantizer.sigma_levels
-    above = F.pad(z, (0, 0, 1, 0))[:, :, :-1]
-    left = F.pad(z, (1, 0))[:, :, :, :-1]
-    expected = torch.asinh((above + left) / 2)
+    expected = torch.asinh(_neighbour_mean(levels, quantizer))
     for channel in (2, 4):
         torch.testing.assert_close(moved[:, channel], expected[:, 0], rtol=1e-12, atol=1e-12)
         assert not still[:, channel].any()
@@ -106,11 +111,8 @@ def test_linear_predictor_runs_in_float32_under_bfloat16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         params = net.eval()(x)
     assert params.dtype == torch.float32
-    z = (levels.double() - quantizer.sky_level) / quantizer.sigma_levels
-    above = F.pad(z, (0, 0, 1, 0))[:, :, :-1]
-    left = F.pad(z, (1, 0))[:, :, :, :-1]
     location = torch.sinh(params[:, 2].double())  # component 0's, in background σ
-    assert float((location - (above + left)[:, 0] / 2).abs().max()) < 1e-3
+    assert float((location - _neighbour_mean(levels, quantizer)[:, 0]).abs().max()) < 1e-3
 
 
 def test_dilated_up_stream_sees_further_up():
