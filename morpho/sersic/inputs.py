@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from morpho.nets.base import remember_init
+from morpho.sersic.adaptive import N_ADAPTIVE_FEATURES, adaptive_features
 from morpho.sersic.growth import check_radii, growth_fractions
 from morpho.sersic.pose import Pose, canonical_pose
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
@@ -123,6 +124,11 @@ class SersicInputs(nn.Module):
         None or empty: none.
     anchors : bool, default False
         Also give a first guess of the flux (:attr:`SersicInputBatch.anchor`).
+    adaptive : bool, default False
+        Also give the canonical image's adaptive moments, four scalars after the
+        growth fractions (:func:`morpho.sersic.adaptive.adaptive_features`): an
+        elliptical matched weight, which measures the position angle better than
+        the round weight of the orientation.
     """
 
     @remember_init
@@ -135,6 +141,7 @@ class SersicInputs(nn.Module):
         border: int = 2,
         growth_radii: Sequence[float] | None = None,
         anchors: bool = False,
+        adaptive: bool = False,
     ) -> None:
         super().__init__()
         self.band = band
@@ -146,6 +153,7 @@ class SersicInputs(nn.Module):
         self.border = border
         self.growth_radii = check_radii(growth_radii) if growth_radii else ()
         self.anchors = anchors
+        self.adaptive = adaptive
 
     @property
     def n_channels(self) -> int:
@@ -155,7 +163,8 @@ class SersicInputs(nn.Module):
     @property
     def n_features(self) -> int:
         """Scalars per galaxy in :attr:`SersicInputBatch.features`."""
-        return N_FEATURES + max(len(self.growth_radii) - 1, 0)
+        adaptive = N_ADAPTIVE_FEATURES if self.adaptive else 0
+        return N_FEATURES + max(len(self.growth_radii) - 1, 0) + adaptive
 
     def noise_sigma(self, images: Tensor) -> Tensor:
         """Noise σ of the fitted band of ``(N, C, H, W)`` images, (N,), never zero.
@@ -216,6 +225,8 @@ class SersicInputs(nn.Module):
         if self.growth_radii:
             # The canonical image's moments, from the pose: not computed a second time.
             parts.append(growth_fractions(canonical[:, 0], self.growth_radii, moments=pose.moments))
+        if self.adaptive:
+            parts.append(adaptive_features(canonical[:, 0], psf_fwhm_pix))
         features = torch.cat(parts, dim=1)
         return SersicInputBatch(
             image=self._stretched(canonical),
