@@ -2,8 +2,9 @@
 
 The network's canonical orientation comes from moments with a round weight
 (:mod:`morpho.sersic.pose`), whose position angle is poor (median error 5.1° at
-S/N 20–200, against 3.6° for adaptive moments, measured on the ``--quick`` test set
-of ``benchmarks/sersic.py``). Adaptive moments iterate the weight to the
+S/N 20–200, against 4.1° for adaptive moments and 3.7° for the trained network,
+measured on the ``--quick`` test set of ``benchmarks/sersic.py``; given to the
+network, they did not improve it: ``benchmarks/RESULTS.md``, Sérsic Q19). Adaptive moments iterate the weight to the
 galaxy's own elliptical Gaussian (the matched filter of a Gaussian profile), as
 the classical fit's starting guess does (:func:`morpho.sersic.start.adaptive_moments`,
 one image in NumPy); here in torch for a whole batch, with a fixed number of
