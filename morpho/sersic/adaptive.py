@@ -4,11 +4,12 @@ The network's canonical orientation comes from moments with a round weight
 (:mod:`morpho.sersic.pose`), whose position angle is poor (median error 5.1° at
 S/N 20–200, against 4.1° for adaptive moments and 3.7° for the trained network,
 measured on the ``--quick`` test set of ``benchmarks/sersic.py``; given to the
-network, they did not improve it: ``benchmarks/RESULTS.md``, Sérsic Q19). Adaptive moments iterate the weight to the
-galaxy's own elliptical Gaussian (the matched filter of a Gaussian profile), as
-the classical fit's starting guess does (:func:`morpho.sersic.start.adaptive_moments`,
-one image in NumPy); here in torch for a whole batch, with a fixed number of
-iterations and no branch, so that it compiles into the network's prediction.
+network, they did not improve it: ``benchmarks/RESULTS.md``, Sérsic Q19).
+Adaptive moments iterate the weight to the galaxy's own elliptical Gaussian (the
+matched filter of a Gaussian profile), as the classical fit's starting guess does
+(:func:`morpho.sersic.start.adaptive_moments`, one image in NumPy); here in torch for
+a whole batch, with a fixed number of iterations and no branch, so that it compiles
+into the network's prediction.
 
 The moments are measured inside a central square crop (``window`` pixels), the
 weight centred on the stamp centre and then on the weighted centroid. The PSF
