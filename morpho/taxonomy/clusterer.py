@@ -19,6 +19,7 @@ import hdbscan
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
@@ -117,6 +118,17 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         ``map_components`` principal axes of the clustering embedding (from
         umap-learn's spectral layout when ``map_components > n_components``); None
         lets umap-learn choose.
+    outlier_quantile : float or None
+        What noise means. None: HDBSCAN's noise, every galaxy outside the selected
+        clusters. A value q in (0, 1]: only outliers are noise; a galaxy HDBSCAN
+        leaves out whose GLOSH outlier score is at most the q-quantile of the
+        training galaxies' scores joins the cluster held by most of its
+        ``n_neighbors`` nearest clustered training galaxies in the clustering
+        embedding (its probability stays 0, HDBSCAN's). Most of HDBSCAN's noise
+        lies between two clusters rather than apart from all of them; what this
+        does on the simulated classes is the ``eom_outliers95`` lever in
+        ``benchmarks/RESULTS.md``. A galaxy beyond the training set (see
+        :meth:`assign`) stays noise either way.
     standardize : bool
         Scale every input dimension to zero mean and unit variance before UMAP.
     random_state : int or None
@@ -131,6 +143,12 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Strength of each galaxy's membership of its cluster, in [0, 1].
     outlier_scores_ : (N,) float
         GLOSH outlier score, in [0, 1]; high is unusual.
+    outlier_threshold_ : float
+        With ``outlier_quantile``, the outlier score above which a galaxy outside
+        the clusters stays noise; inf without.
+    cluster_vote_ : sklearn.neighbors.KNeighborsClassifier or None
+        With ``outlier_quantile``, the vote of the clustered training galaxies that
+        places the others; None without.
     embedding_ : (N, n_components) float32
         The clustering embedding.
     embedding_2d_ : (N, map_components) float32
@@ -172,6 +190,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         map_min_dist: float = 0.1,
         n_epochs: int | None = None,
         map_n_epochs: int | None = 30,
+        outlier_quantile: float | None = None,
         standardize: bool = True,
         random_state: int | None = 0,
     ) -> None:
@@ -188,6 +207,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         self.map_min_dist = map_min_dist
         self.n_epochs = n_epochs
         self.map_n_epochs = map_n_epochs
+        self.outlier_quantile = outlier_quantile
         self.standardize = standardize
         self.random_state = random_state
 
@@ -240,16 +260,51 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             prediction_data=True,
             core_dist_n_jobs=available_cpus(),
         ).fit(self.reducer_.embedding_)
-        self.labels_ = self.clusterer_.labels_.astype(np.intp)
+        hdbscan_labels = self.clusterer_.labels_.astype(np.intp)
         self.probabilities_ = self.clusterer_.probabilities_
         self.outlier_scores_ = self.clusterer_.outlier_scores_
         self.embedding_ = self.reducer_.embedding_
         self.embedding_2d_ = self.map_reducer_.embedding_
-        self.n_clusters_ = int(self.labels_.max()) + 1
+        self.n_clusters_ = int(hdbscan_labels.max()) + 1
         # Column 0 of the shared graph is each galaxy itself.
         self.isolation_radius_ = float(knn[1][:, -1].max()) if knn[1] is not None else np.inf
-        self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), self.labels_)
+        self._fit_outliers(hdbscan_labels)
+        self.labels_ = self._join_clusters(hdbscan_labels, self.embedding_, self.outlier_scores_)
+        self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), hdbscan_labels)
         return self
+
+    def _fit_outliers(self, labels: np.ndarray) -> None:
+        """The outlier threshold and the vote of clustered neighbours (``outlier_quantile``)."""
+        clustered = labels >= 0
+        self.outlier_threshold_ = np.inf
+        self.cluster_vote_ = None
+        if self.outlier_quantile is None or not clustered.any():
+            return
+        self.outlier_threshold_ = float(np.quantile(self.outlier_scores_, self.outlier_quantile))
+        k = min(self.n_neighbors, int(clustered.sum()))
+        self.cluster_vote_ = KNeighborsClassifier(n_neighbors=k).fit(
+            self.embedding_[clustered], labels[clustered]
+        )
+
+    def _join_clusters(
+        self, labels: np.ndarray, embedding: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
+        """HDBSCAN's ``labels`` with the noise galaxies that are not outliers (score
+        at most ``outlier_threshold_``) given the cluster of their neighbours' vote."""
+        joining = (labels < 0) & (scores <= self.outlier_threshold_)
+        if self.cluster_vote_ is None or not joining.any():
+            return labels
+        labels = labels.copy()
+        labels[joining] = self.cluster_vote_.predict(embedding[joining])
+        return labels
+
+    def __setstate__(self, state: dict) -> None:
+        # Taxonomies saved before outlier_quantile existed had HDBSCAN's noise.
+        state.setdefault("outlier_quantile", None)
+        if "labels_" in state:
+            state.setdefault("outlier_threshold_", np.inf)
+            state.setdefault("cluster_vote_", None)
+        super().__setstate__(state)
 
     def _min_samples(self) -> int:
         """HDBSCAN's ``min_samples``: the parameter, at most ``min_cluster_size``."""
@@ -284,6 +339,11 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             isinstance(fraction, (int, float, np.number)) and 0 < fraction <= 1
         ):
             raise ValueError(f"max_cluster_fraction must be None or in (0, 1], got {fraction!r}")
+        quantile = self.outlier_quantile
+        if quantile is not None and not (
+            isinstance(quantile, (int, float, np.number)) and 0 < quantile <= 1
+        ):
+            raise ValueError(f"outlier_quantile must be None or in (0, 1], got {quantile!r}")
         if self.cluster_selection_method not in ("eom", "leaf"):
             raise ValueError(
                 "cluster_selection_method must be 'eom' or 'leaf', "
@@ -345,13 +405,25 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         return embedding, neighbours, neighbours.distances[:, -1] / radius
 
     def _assign_clusters(
-        self, embedding: np.ndarray, isolation: np.ndarray
+        self, embedding: np.ndarray, isolation: np.ndarray, scores: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.n_clusters_ == 0:
             return np.full(len(embedding), -1, dtype=np.intp), np.zeros(len(embedding))
         labels, probabilities = hdbscan.approximate_predict(self.clusterer_, embedding)
+        labels = self._join_clusters(labels.astype(np.intp), embedding, scores)
         labels = np.where(isolation > 1, -1, labels).astype(np.intp)
         return labels, np.where(isolation > 1, 0.0, probabilities)
+
+    def _outlier_scores(self, embedding: np.ndarray, isolation: np.ndarray) -> np.ndarray:
+        """GLOSH scores of new galaxies, raised for those beyond the training set."""
+        if self.n_clusters_ == 0:
+            return np.ones(len(embedding))
+        # GLOSH is in [0, 1]; a new galaxy denser than its neighbour's cluster ever
+        # gets (λ > λ_max) would come out below 0: it is no outlier at all.
+        scores = np.clip(hdbscan.approximate_predict_scores(self.clusterer_, embedding), 0, 1)
+        beyond = isolation > 1
+        scores[beyond] = np.maximum(scores[beyond], 1 - 1 / isolation[beyond])
+        return scores
 
     @keeps_torch_threads
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -380,7 +452,11 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             If ``X`` is not 2-D, has another number of features, or has NaN or inf.
         """
         embedding, _, isolation = self._place(self._new_embeddings(X))
-        return self._assign_clusters(embedding, isolation)[0]
+        if self.cluster_vote_ is None:  # the scores matter only to join clusters
+            scores = np.zeros(len(embedding))
+        else:
+            scores = self._outlier_scores(embedding, isolation)
+        return self._assign_clusters(embedding, isolation, scores)[0]
 
     @keeps_torch_threads
     def assign(self, X: np.ndarray, *, ids: Sequence | None = None) -> pd.DataFrame:
@@ -425,15 +501,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Z = self._new_embeddings(X)
         ids = _ids(ids, len(Z), what="X")
         embedding, neighbours, isolation = self._place(Z)
-        labels, probabilities = self._assign_clusters(embedding, isolation)
-        if self.n_clusters_ == 0:
-            scores = np.ones(len(Z))
-        else:
-            # GLOSH is in [0, 1]; a new galaxy denser than its neighbour's cluster ever
-            # gets (λ > λ_max) would come out below 0: it is no outlier at all.
-            scores = np.clip(hdbscan.approximate_predict_scores(self.clusterer_, embedding), 0, 1)
-            beyond = isolation > 1
-            scores[beyond] = np.maximum(scores[beyond], 1 - 1 / isolation[beyond])
+        scores = self._outlier_scores(embedding, isolation)
+        labels, probabilities = self._assign_clusters(embedding, isolation, scores)
         # The map's UMAP shares the index: the same neighbours.
         map_xy = transform_each(self.map_reducer_, Z, neighbours)
         return self._frame(ids, labels, probabilities, scores, map_xy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import subprocess
@@ -50,15 +51,21 @@ def test_recovers_well_separated_blobs(fitted, blobs) -> None:
     np.testing.assert_allclose(fitted.scale_, X.std(axis=0))
 
 
-def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> None:
-    # Five overlapping blobs (3-4 σ apart) and one far away: the most stable clusters are
-    # the far blob and the union of the five, which holds 83% of the galaxies.
+def overlapping_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Five overlapping blobs (3-4 σ apart) of 200 and one far away: (X, truth, centres)."""
     rng = np.random.default_rng(7)
     centres = np.zeros((6, 16))
     centres[1:] = 0.8 * rng.normal(size=(5, 16))
     centres[0, 0] = 60.0
     truth = rng.permutation(np.repeat(np.arange(6), 200))
     X = centres[truth] + rng.normal(size=(len(truth), 16))
+    return X, truth, centres
+
+
+def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> None:
+    # The most stable clusters are the far blob and the union of the five, which holds
+    # 83% of the galaxies.
+    X, truth, _ = overlapping_blobs()
     # Blobs of 200: below the default min_cluster_size (200) once their edges fall to noise.
     small = {"min_cluster_size": 50}
     unlimited = Taxonomy(max_cluster_fraction=None, **small).fit(X)
@@ -68,6 +75,62 @@ def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> No
     assert np.bincount(limited.labels_[limited.labels_ >= 0]).max() <= 0.5 * len(X)
     assert adjusted_rand_score(truth, limited.labels_) > 0.5
     assert adjusted_rand_score(truth, unlimited.labels_) < 0.2
+
+
+def test_only_outliers_stay_noise_with_an_outlier_quantile() -> None:
+    # Between overlapping blobs HDBSCAN leaves a fifth of the galaxies out (21% here).
+    X, truth, centres = overlapping_blobs()
+    taxonomy = Taxonomy(min_cluster_size=50, outlier_quantile=0.9).fit(X)
+    hdbscan_labels = taxonomy.clusterer_.labels_
+    assert taxonomy.n_clusters_ == 6
+    assert np.mean(hdbscan_labels == -1) > 0.15
+    threshold = np.quantile(taxonomy.outlier_scores_, 0.9)
+    assert taxonomy.outlier_threshold_ == pytest.approx(threshold)
+    # Clustered galaxies keep their cluster; outliers stay noise; the rest join the
+    # cluster held by most of their n_neighbors nearest clustered galaxies.
+    clustered = hdbscan_labels >= 0
+    np.testing.assert_array_equal(taxonomy.labels_[clustered], hdbscan_labels[clustered])
+    outlier = ~clustered & (taxonomy.outlier_scores_ > threshold)
+    np.testing.assert_array_equal(taxonomy.labels_[outlier], -1)
+    joining = np.flatnonzero(~clustered & ~outlier)
+    assert len(joining) > 0.1 * len(X)
+    E = taxonomy.embedding_
+    distances = np.linalg.norm(E[joining, None] - E[None, clustered], axis=2)
+    nearest = np.argsort(distances, axis=1)[:, : taxonomy.n_neighbors]
+    votes = hdbscan_labels[clustered][nearest]
+    majority = [np.bincount(v, minlength=6).argmax() for v in votes]
+    np.testing.assert_array_equal(taxonomy.labels_[joining], majority)
+    assert np.mean(taxonomy.labels_ == -1) <= 0.1 + 1e-9
+    # The joined galaxies mostly belong where they were put: the ARI rises.
+    assert (
+        adjusted_rand_score(truth, taxonomy.labels_)
+        > adjusted_rand_score(truth, hdbscan_labels) + 0.05
+    )
+    # New galaxies alike; one beyond the training set stays noise.
+    rng = np.random.default_rng(3)
+    new = centres[truth[:300]] + rng.normal(size=(300, 16))
+    predicted = taxonomy.predict(new)
+    # The same fit with HDBSCAN's noise (the option changes neither UMAP nor HDBSCAN).
+    alone = copy.deepcopy(taxonomy)
+    alone.outlier_quantile, alone.cluster_vote_, alone.outlier_threshold_ = None, None, np.inf
+    by_hdbscan = alone.predict(new)
+    assert np.mean(predicted == -1) < 0.6 * np.mean(by_hdbscan == -1)
+    np.testing.assert_array_equal(predicted[by_hdbscan >= 0], by_hdbscan[by_hdbscan >= 0])
+    assert adjusted_rand_score(truth[:300], predicted) > adjusted_rand_score(
+        truth[:300], by_hdbscan
+    )
+    np.testing.assert_array_equal(taxonomy.assign(new)["cluster"], predicted)
+    assert taxonomy.predict(X[:1] + 30.0)[0] == -1
+
+
+def test_a_taxonomy_saved_before_outlier_quantile_loads_with_hdbscans_noise(fitted, new_blobs):
+    state = pickle.loads(pickle.dumps(fitted)).__dict__
+    for name in ("outlier_quantile", "outlier_threshold_", "cluster_vote_"):
+        del state[name]
+    old = Taxonomy.__new__(Taxonomy)
+    old.__setstate__(state)
+    assert old.get_params()["outlier_quantile"] is None
+    np.testing.assert_array_equal(old.predict(new_blobs[0]), fitted.predict(new_blobs[0]))
 
 
 @pytest.mark.parametrize(("min_samples", "used"), [(50, 5), (None, 5), (3, 3)])
@@ -282,6 +345,8 @@ def test_ids_of_wrong_length(fitted, new_blobs) -> None:
         ({"n_epochs": 2.5}, "n_epochs must be None or an integer >= 1, got 2.5"),
         ({"max_cluster_fraction": 0.0}, r"max_cluster_fraction must be None or in \(0, 1\]"),
         ({"max_cluster_fraction": 1.5}, r"max_cluster_fraction must be None or in \(0, 1\]"),
+        ({"outlier_quantile": 0.0}, r"outlier_quantile must be None or in \(0, 1\], got 0.0"),
+        ({"outlier_quantile": 2}, r"outlier_quantile must be None or in \(0, 1\], got 2"),
     ],
 )
 def test_bad_parameters(blobs, params, message) -> None:
