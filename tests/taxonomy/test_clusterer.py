@@ -124,13 +124,19 @@ def test_only_outliers_stay_noise_with_an_outlier_quantile() -> None:
 
 
 def test_a_taxonomy_saved_before_outlier_quantile_loads_with_hdbscans_noise(fitted, new_blobs):
+    new = new_blobs[0]
     state = pickle.loads(pickle.dumps(fitted)).__dict__
     for name in ("outlier_quantile", "outlier_threshold_", "cluster_vote_"):
         del state[name]
     old = Taxonomy.__new__(Taxonomy)
     old.__setstate__(state)
     assert old.get_params()["outlier_quantile"] is None
-    np.testing.assert_array_equal(old.predict(new_blobs[0]), fitted.predict(new_blobs[0]))
+    assert old.cluster_vote_ is None
+    assert old.outlier_threshold_ == np.inf
+    by_hdbscan = copy.deepcopy(fitted)
+    by_hdbscan.outlier_quantile, by_hdbscan.cluster_vote_ = None, None
+    by_hdbscan.outlier_threshold_ = np.inf
+    np.testing.assert_array_equal(old.predict(new), by_hdbscan.predict(new))
 
 
 @pytest.mark.parametrize(("min_samples", "used"), [(50, 5), (None, 5), (3, 3)])
