@@ -60,9 +60,11 @@ CLUSTERING_LEVERS = {
     "eom_nn15": {"n_neighbors": 15},
     "eom_unlimited": {"max_cluster_fraction": None},
     "eom_mcs50": {"min_cluster_size": 50, "min_samples": None},  # the default until 2026-12-01
-    # Only outliers stay noise; the rest of HDBSCAN's noise joins its neighbours' cluster.
-    "eom_outliers95": {"outlier_quantile": 0.95},
+    # Only outliers stay noise (the default since 2026-12-04: 0.95); None: HDBSCAN's noise.
+    "eom_hdbscan_noise": {"outlier_quantile": None},
     "eom_outliers100": {"outlier_quantile": 1.0},
+    # No cluster above about two of the six classes (0.5 let three merge for some seeds).
+    "eom_mcf035": {"max_cluster_fraction": 0.35},
 }
 HERE = Path(__file__).resolve().parent
 
