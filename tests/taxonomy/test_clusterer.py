@@ -77,6 +77,14 @@ def test_the_selection_goes_below_a_first_split_that_holds_most_galaxies() -> No
     assert adjusted_rand_score(truth, unlimited.labels_) < 0.2
 
 
+def with_hdbscans_noise(taxonomy: Taxonomy) -> Taxonomy:
+    """A copy of the fitted ``taxonomy`` as if fitted with ``outlier_quantile=None`` (the
+    option changes neither UMAP nor HDBSCAN, only which noise galaxies join a cluster)."""
+    copied = copy.deepcopy(taxonomy)
+    copied.outlier_quantile, copied.cluster_vote_, copied.outlier_threshold_ = None, None, np.inf
+    return copied
+
+
 def test_only_outliers_stay_noise_with_an_outlier_quantile() -> None:
     # Between overlapping blobs HDBSCAN leaves a fifth of the galaxies out (21% here).
     X, truth, centres = overlapping_blobs()
@@ -110,10 +118,7 @@ def test_only_outliers_stay_noise_with_an_outlier_quantile() -> None:
     rng = np.random.default_rng(3)
     new = centres[truth[:300]] + rng.normal(size=(300, 16))
     predicted = taxonomy.predict(new)
-    # The same fit with HDBSCAN's noise (the option changes neither UMAP nor HDBSCAN).
-    alone = copy.deepcopy(taxonomy)
-    alone.outlier_quantile, alone.cluster_vote_, alone.outlier_threshold_ = None, None, np.inf
-    by_hdbscan = alone.predict(new)
+    by_hdbscan = with_hdbscans_noise(taxonomy).predict(new)
     assert np.mean(predicted == -1) < 0.6 * np.mean(by_hdbscan == -1)
     np.testing.assert_array_equal(predicted[by_hdbscan >= 0], by_hdbscan[by_hdbscan >= 0])
     assert adjusted_rand_score(truth[:300], predicted) > adjusted_rand_score(
@@ -133,10 +138,7 @@ def test_a_taxonomy_saved_before_outlier_quantile_loads_with_hdbscans_noise(fitt
     assert old.get_params()["outlier_quantile"] is None
     assert old.cluster_vote_ is None
     assert old.outlier_threshold_ == np.inf
-    by_hdbscan = copy.deepcopy(fitted)
-    by_hdbscan.outlier_quantile, by_hdbscan.cluster_vote_ = None, None
-    by_hdbscan.outlier_threshold_ = np.inf
-    np.testing.assert_array_equal(old.predict(new), by_hdbscan.predict(new))
+    np.testing.assert_array_equal(old.predict(new), with_hdbscans_noise(fitted).predict(new))
 
 
 @pytest.mark.parametrize(("min_samples", "used"), [(50, 5), (None, 5), (3, 3)])
