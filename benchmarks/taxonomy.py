@@ -111,6 +111,16 @@ def _by_snr(labels_true, labels_pred, snr) -> dict[str, dict[str, float]]:
     return out
 
 
+def _assignment_scores(labels_true, labels_pred, bright) -> dict[str, float]:
+    """ARI (all, S/N >= 40), noise fraction and purity of assigned test galaxies."""
+    return {
+        "ari": _scores(labels_true, labels_pred)["ari"],
+        "ari_snr40": _scores(labels_true[bright], labels_pred[bright])["ari"],
+        "noise_fraction": float(np.mean(labels_pred < 0)),
+        "purity": _purity(labels_true, labels_pred),
+    }
+
+
 def _clustering_levers(params, z_train, z_test, y_test, bright) -> dict[str, dict]:
     """Each of :data:`CLUSTERING_LEVERS` fitted on the training embeddings; its test
     figures, and k-means with the true class count on the same embeddings for reference."""
@@ -119,10 +129,7 @@ def _clustering_levers(params, z_train, z_test, y_test, bright) -> dict[str, dic
         variant = Taxonomy(**{**params, **change}).fit(z_train)
         pred = variant.predict(z_test)
         out[name] = {
-            "ari": _scores(y_test, pred)["ari"],
-            "ari_snr40": _scores(y_test[bright], pred[bright])["ari"],
-            "noise_fraction": float(np.mean(pred < 0)),
-            "purity": _purity(y_test, pred),
+            **_assignment_scores(y_test, pred, bright),
             "n_clusters": int(variant.n_clusters_),
         }
     scaler = StandardScaler().fit(z_train)
@@ -141,10 +148,8 @@ def clustering_figures(params, z_train, z_test, y_train, y_test, snr_test) -> di
     taxonomy = Taxonomy(**params).fit(z_train)
     pred = taxonomy.predict(z_test)
     bright = snr_test >= 40
-    figures = {**_scores(y_test, pred), "ari_snr40": _scores(y_test[bright], pred[bright])["ari"]}
-    figures["noise_fraction"] = float(np.mean(pred < 0))
+    figures = {**_scores(y_test, pred), **_assignment_scores(y_test, pred, bright)}
     figures["noise_fraction_snr40"] = float(np.mean(pred[bright] < 0))
-    figures["purity"] = _purity(y_test, pred)
     figures["purity_snr40"] = _purity(y_test[bright], pred[bright])
     figures["n_clusters"] = int(taxonomy.n_clusters_)
     figures["by_snr"] = _by_snr(y_test, pred, snr_test)

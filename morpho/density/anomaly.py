@@ -51,6 +51,7 @@ def expected_surprise(
     scale,
     n_draws: int = 16,
     seed: int | Sequence[int] = 0,
+    component: str = "logistic",
 ) -> tuple[Tensor, Tensor]:
     """Mean and variance of ``-ln p`` of each pixel under its own predictive mixture.
 
@@ -65,6 +66,8 @@ def expected_surprise(
     seed : int or sequence of int
         One seed for the batch, or one per image (N): then each image's draws depend
         on its seed alone, not on the batch it came in.
+    component : {"logistic", "gaussian"}
+        The mixture's component shape (the network's ``component``).
 
     Returns
     -------
@@ -78,9 +81,16 @@ def expected_surprise(
     draws = []
     for u in uniforms:
         levels = sample_mixture(
-            params, u.to(params.device), n_mix=n_mix, n_bands=n_bands, scale=scale
+            params,
+            u.to(params.device),
+            n_mix=n_mix,
+            n_bands=n_bands,
+            scale=scale,
+            component=component,
         )
-        draws.append(-mixture_log_prob(levels, params, n_mix=n_mix, scale=scale))
+        draws.append(
+            -mixture_log_prob(levels, params, n_mix=n_mix, scale=scale, component=component)
+        )
     stacked = torch.stack(draws)
     return stacked.mean(dim=0), stacked.var(dim=0)
 
@@ -135,7 +145,10 @@ def surprise_map(
     cond = model._conditioning(labels, vectors, len(levels))
     params = model.net(model.quantizer.network_input(levels), **cond)
     scale = model.quantizer.level_scale
-    log_prob = mixture_log_prob(levels, params, n_mix=model.net.n_mix, scale=scale)
+    component = model.net.component
+    log_prob = mixture_log_prob(
+        levels, params, n_mix=model.net.n_mix, scale=scale, component=component
+    )
     mean, variance = expected_surprise(
         params,
         n_mix=model.net.n_mix,
@@ -143,6 +156,7 @@ def surprise_map(
         scale=scale,
         n_draws=n_draws,
         seed=seed,
+        component=component,
     )
     return log_prob, -log_prob - mean, variance
 

@@ -1,4 +1,4 @@
-"""PixelCNN++'s discretised mixture of logistics, for any number of levels and bands.
+"""PixelCNN++'s discretised mixture of logistics (or of Gaussians), for any levels and bands.
 
 Every pixel's C bands share one mixture component ``m`` (weights π_m); given it,
 band ``c`` is a logistic with location μ_cm and scale s_cm, discretised to the
@@ -17,6 +17,14 @@ the earlier bands' levels relative to the sky in units of the background σ,
 and ``s_cm = σ_k exp(ŝ_cm)``. The network's outputs ``m̂`` and ``ŝ`` are thus of
 order one for any number of levels. The log-probability of a bin is evaluated
 without cancellation through ``σ(a) - σ(b) = σ(a) σ(-b) (1 - e^{-(a-b)})``.
+
+With ``component="gaussian"`` every component is instead a Gaussian of mean μ_cm and
+standard deviation s_cm discretised the same way, ``P(k) = Φ(a) - Φ(b)`` with
+``a, b = (k ± ½ - μ) / s``, evaluated in the tail where both CDFs are small
+(``Φ(a) - Φ(b) = Φ(-b) - Φ(-a)``) as ``ln Φ(a) + ln(1 - e^{ln Φ(b) - ln Φ(a)})``.
+Sky and photon noise at many counts per level are discretised Gaussians: one Gaussian
+component is their exact law, where one logistic costs about 0.014 bits per pixel and
+a mixture of logistics must learn to combine into a Gaussian shape.
 """
 
 from __future__ import annotations
@@ -29,7 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "COMPONENTS",
     "LevelScale",
+    "check_component",
+    "discretized_gaussian_log_prob",
     "discretized_logistic_log_prob",
     "mixture_channels",
     "mixture_log_prob",
@@ -39,6 +50,16 @@ __all__ = [
 
 #: Smallest logistic scale, in levels: a scale of 0.05 puts 99.99996% of the mass in one level.
 MIN_SCALE_LEVELS = 0.05
+
+#: The shapes a mixture component may take.
+COMPONENTS = ("logistic", "gaussian")
+
+
+def check_component(component: str) -> str:
+    """``component`` if it is one of :data:`COMPONENTS`, else a ValueError naming them."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
+    return component
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,55 @@ def discretized_logistic_log_prob(
     return torch.where(k >= n_levels - 1, F.logsigmoid(-b), out)
 
 
-def mixture_log_prob(levels: Tensor, params: Tensor, *, n_mix: int, scale: LevelScale) -> Tensor:
+def discretized_gaussian_log_prob(
+    levels: Tensor, loc: Tensor, scale: Tensor, n_levels: int
+) -> Tensor:
+    """ln P(k | μ, s) of integer levels ``k`` under a Gaussian discretised to ``0 .. K-1``.
+
+    Parameters
+    ----------
+    levels : int or float tensor
+        Levels ``k``, broadcastable with ``loc`` and ``scale``.
+    loc, scale : float tensors
+        Mean μ and standard deviation s > 0, in levels.
+    n_levels : int
+        K; level 0 takes the lower tail and level K-1 the upper tail.
+
+    Returns
+    -------
+    Tensor
+        Natural-log probabilities, the broadcast shape.
+    """
+    k = levels.to(loc.dtype)
+    a = (k + 0.5 - loc) / scale
+    b = (k - 0.5 - loc) / scale
+    upper_half = b > 0  # then Φ(a) - Φ(b) = Φ(-b) - Φ(-a), both small
+    hi = torch.where(upper_half, -b, a)
+    lo = torch.where(upper_half, -a, b)
+    log_hi = torch.special.log_ndtr(hi)
+    interior = log_hi + torch.log(-torch.expm1(torch.special.log_ndtr(lo) - log_hi))
+    out = torch.where(k <= 0, torch.special.log_ndtr(a), interior)
+    return torch.where(k >= n_levels - 1, torch.special.log_ndtr(-b), out)
+
+
+_LOG_PROB = {"logistic": discretized_logistic_log_prob, "gaussian": discretized_gaussian_log_prob}
+
+
+def _standard_quantile(u: Tensor, component: str) -> Tensor:
+    """The standard logistic's or normal's quantile function at ``u`` in (0, 1)."""
+    if component == "gaussian":
+        return torch.special.ndtri(u)
+    return torch.log(u) - torch.log1p(-u)
+
+
+def mixture_log_prob(
+    levels: Tensor,
+    params: Tensor,
+    *,
+    n_mix: int,
+    scale: LevelScale,
+    component: str = "logistic",
+) -> Tensor:
     """ln p of every pixel (all its bands jointly) under the network's mixture.
 
     Parameters
@@ -158,12 +227,15 @@ def mixture_log_prob(levels: Tensor, params: Tensor, *, n_mix: int, scale: Level
         Mixture components.
     scale : LevelScale
         Sky level, background σ (levels) and level count.
+    component : {"logistic", "gaussian"}
+        The shape of every component (see the module).
 
     Returns
     -------
     (N, H, W) float tensor
         Natural-log probability of each pixel's C levels.
     """
+    log_prob = _LOG_PROB[check_component(component)]
     n_bands = levels.shape[1]
     logits, means, log_scales, coeffs = _split(params, n_mix, n_bands)
     z = (levels.to(params.dtype) - scale.sky_level) / scale.sigma_levels
@@ -171,14 +243,18 @@ def mixture_log_prob(levels: Tensor, params: Tensor, *, n_mix: int, scale: Level
     for band in range(n_bands):
         loc = _band_location(means, coeffs, z, band, scale)
         s = _scale(log_scales, band, scale)
-        total = total + discretized_logistic_log_prob(
-            levels[:, band : band + 1], loc, s, scale.n_levels
-        )
+        total = total + log_prob(levels[:, band : band + 1], loc, s, scale.n_levels)
     return torch.logsumexp(total, dim=1)
 
 
 def sample_mixture(
-    params: Tensor, uniforms: Tensor, *, n_mix: int, n_bands: int, scale: LevelScale
+    params: Tensor,
+    uniforms: Tensor,
+    *,
+    n_mix: int,
+    n_bands: int,
+    scale: LevelScale,
+    component: str = "logistic",
 ) -> Tensor:
     """Draw levels from the mixture with given uniforms (deterministic given them).
 
@@ -188,15 +264,17 @@ def sample_mixture(
         The network's output at the pixels to draw.
     uniforms : (N, 1 + C, H, W) float tensor
         Uniforms in (0, 1): the first picks the component (inverse CDF of the weights),
-        the others draw each band's logistic by inversion.
+        the others draw each band's component by inversion.
     n_mix, n_bands : int
     scale : LevelScale
+    component : {"logistic", "gaussian"}
 
     Returns
     -------
     (N, C, H, W) int64 tensor
         Levels in ``[0, K - 1]``; band ``c`` is drawn given the bands before it.
     """
+    check_component(component)
     logits, means, log_scales, coeffs = _split(params, n_mix, n_bands)
     cdf = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
     pick = (cdf < uniforms[:, :1]).sum(dim=1, keepdim=True).clamp(max=n_mix - 1)
@@ -206,7 +284,7 @@ def sample_mixture(
         loc = _band_location(means, coeffs, z, band, scale).gather(1, pick)
         s = _scale(log_scales, band, scale).gather(1, pick)
         u = uniforms[:, 1 + band : 2 + band].clamp(1e-12, 1 - 1e-12).to(params.dtype)
-        draw = loc + s * (torch.log(u) - torch.log1p(-u))
+        draw = loc + s * _standard_quantile(u, component)
         level = torch.floor(draw + 0.5).clamp(0, scale.n_levels - 1)
         out[:, band : band + 1] = level.to(torch.int64)
         z[:, band : band + 1] = (level - scale.sky_level) / scale.sigma_levels

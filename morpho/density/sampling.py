@@ -64,7 +64,12 @@ def _start(
 
 def _draw(net, quantizer, params, uniforms) -> Tensor:
     return sample_mixture(
-        params, uniforms, n_mix=net.n_mix, n_bands=net.in_channels, scale=quantizer.level_scale
+        params,
+        uniforms,
+        n_mix=net.n_mix,
+        n_bands=net.in_channels,
+        scale=quantizer.level_scale,
+        component=net.component,
     )
 
 

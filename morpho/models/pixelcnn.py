@@ -183,7 +183,11 @@ class PixelCNNModule(MorphoModule):
         x = self.quantizer.network_input(levels)
         params = self.net(x, **cond)
         return mixture_log_prob(
-            levels, params, n_mix=self.net.n_mix, scale=self.quantizer.level_scale
+            levels,
+            params,
+            n_mix=self.net.n_mix,
+            scale=self.quantizer.level_scale,
+            component=self.net.component,
         )
 
     @torch.no_grad()

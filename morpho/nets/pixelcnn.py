@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from morpho.density.logistic import mixture_channels, offset_locations
+from morpho.density.logistic import check_component, mixture_channels, offset_locations
 from morpho.nets.base import remember_init
 from morpho.utils import full_precision
 
@@ -149,7 +149,7 @@ class PixelCNN(nn.Module):
     n_blocks : int
         Gated blocks per stream (two shifted convolutions each).
     n_mix : int
-        Logistic mixture components per pixel.
+        Mixture components per pixel.
     kernel : int
         Width of the up stream's kernels (odd); the up-left stream uses 2×2.
     dilations : sequence of int, optional
@@ -170,6 +170,10 @@ class PixelCNN(nn.Module):
         with the rest. The blocks then give a correction of a few σ on bright
         pixels, where without it they must give the whole location, thousands of
         levels, to a fraction of the noise.
+    component : {"logistic", "gaussian"}
+        The shape of each discretised mixture component (see
+        :mod:`morpho.density.logistic`): PixelCNN++'s logistics, or Gaussians, the
+        exact law of sky and photon noise at many counts per level.
 
     Notes
     -----
@@ -198,8 +202,10 @@ class PixelCNN(nn.Module):
         condition_dim: int = 0,
         dropout: float = 0.0,
         linear_predictor: bool = False,
+        component: str = "logistic",
     ) -> None:
         super().__init__()
+        self.component = check_component(component)
         if n_blocks < 1 or channels < 1 or n_mix < 1 or in_channels < 1:
             raise ValueError("in_channels, channels, n_blocks and n_mix must all be >= 1")
         if n_classes and condition_dim:

@@ -8,10 +8,12 @@ import math
 import mpmath
 import pytest
 import torch
+from scipy import stats
 
 from morpho.density.logistic import (
     MIN_SCALE_LEVELS,
     LevelScale,
+    discretized_gaussian_log_prob,
     discretized_logistic_log_prob,
     mixture_channels,
     mixture_log_prob,
@@ -289,3 +291,110 @@ def test_joint_histogram_of_two_bands_matches_the_probabilities():
     chi2 = float((((frequencies - probabilities) * n) ** 2 / (probabilities * n))[counted].sum())
     dof = int(counted.sum()) - 1
     assert chi2 < dof + 5 * math.sqrt(2 * dof), (chi2, dof)
+
+
+# The Gaussian components: the same contract as the logistic ones, against scipy and mpmath.
+
+
+def _direct_gaussian(k, loc: float, s: float, n_levels: int) -> torch.Tensor:
+    """``Φ((k+½-μ)/s) - Φ((k-½-μ)/s)`` with the tails at the end levels (scipy, float64)."""
+    k = torch.as_tensor(k, dtype=F64).numpy()
+    upper = stats.norm.cdf((k + 0.5 - loc) / s)
+    lower = stats.norm.cdf((k - 0.5 - loc) / s)
+    upper[k >= n_levels - 1] = 1.0
+    lower[k <= 0] = 0.0
+    return torch.as_tensor(upper - lower)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_gaussian_probabilities_sum_to_one_and_match_scipy(scale):
+    k = torch.arange(256)
+    for loc in LOCATIONS:
+        log_p = discretized_gaussian_log_prob(
+            k, torch.tensor(loc, dtype=F64), torch.tensor(scale, dtype=F64), 256
+        )
+        assert torch.isfinite(log_p).all(), (loc, scale)
+        assert float(log_p.exp().sum()) == pytest.approx(1.0, abs=1e-10), (loc, scale)
+        expected = _direct_gaussian(k, loc, scale, 256)
+        resolved = expected > 1e-6
+        assert resolved.any()
+        torch.testing.assert_close(log_p.exp()[resolved], expected[resolved], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("level", "loc", "scale"),
+    [(200, 0.0, 1.0), (3, 250.0, 1.0), (0, 300.0, 2.0), (255, -100.0, 3.0), (120, 100.0, 0.05)],
+)
+def test_gaussian_far_tails_keep_full_precision(level, loc, scale):
+    def cdf(t):  # Φ(t) through erfc, exact in the lower tail
+        return mpmath.erfc(-t / mpmath.sqrt(2)) / 2
+
+    with mpmath.workdps(60):
+        a = mpmath.mpf(level + 0.5 - loc) / scale
+        b = mpmath.mpf(level - 0.5 - loc) / scale
+        if level > loc:  # the upper tail: P = Φ(-b) - Φ(-a), without 1 - Φ's cancellation
+            a, b = -b, -a
+            lower_end, upper_end = level == 255, level == 0
+        else:
+            lower_end, upper_end = level == 0, level == 255
+        above = 1 if upper_end else cdf(a)
+        below = 0 if lower_end else cdf(b)
+        expected = float(mpmath.log(above - below))
+    got = discretized_gaussian_log_prob(
+        torch.tensor(level), torch.tensor(loc, dtype=F64), torch.tensor(scale, dtype=F64), 256
+    )
+    assert expected < -50
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+def test_gaussian_mixture_is_the_logsumexp_of_its_components():
+    scale = LevelScale(sky_level=12.0, sigma_levels=4.0, n_levels=32)
+    logits = [0.4, -1.0]
+    means, log_scales = [[0.0], [math.asinh(2.5)]], [[-0.3], [0.5]]
+    params = _pack(logits, means, log_scales).expand(1, -1, 1, 32)
+    levels = torch.arange(32).reshape(1, 1, 1, 32)
+    got = mixture_log_prob(levels, params, n_mix=2, scale=scale, component="gaussian")[0, 0]
+    weights = torch.softmax(torch.tensor(logits, dtype=F64), dim=0)
+    expected = sum(
+        weights[m]
+        * _direct_gaussian(
+            torch.arange(32),
+            12.0 + 4.0 * math.sinh(means[m][0]),
+            4.0 * math.exp(log_scales[m][0]),
+            32,
+        )
+        for m in range(2)
+    )
+    torch.testing.assert_close(got.exp(), expected, rtol=1e-9, atol=0)
+    logistic = mixture_log_prob(levels, params, n_mix=2, scale=scale)[0, 0]
+    assert (got - logistic).abs().max() > 0.05  # the component shape matters
+
+
+def test_gaussian_draws_follow_the_probabilities():
+    n = 200_000
+    params, scale = _two_component_params(n)
+    uniforms = torch.rand(n, 2, 1, 1, generator=torch.Generator().manual_seed(2), dtype=F64)
+    draws = sample_mixture(
+        params, uniforms, n_mix=2, n_bands=1, scale=scale, component="gaussian"
+    ).flatten()
+    frequencies = torch.bincount(draws, minlength=64).double() / n
+    levels = torch.arange(64).reshape(1, 1, 1, 64)
+    log_p = mixture_log_prob(
+        levels, params[:1].expand(1, -1, 1, 64), n_mix=2, scale=scale, component="gaussian"
+    )
+    probabilities = log_p.exp().flatten()
+    counted = probabilities * n > 5
+    chi2 = float((((frequencies - probabilities) * n) ** 2 / (probabilities * n))[counted].sum())
+    dof = int(counted.sum()) - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof), (chi2, dof)
+
+
+def test_unknown_component_is_refused():
+    params, scale = _two_component_params(1)
+    levels = torch.zeros(1, 1, 1, 1, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"component must be one of .*got 'laplace'"):
+        mixture_log_prob(levels, params, n_mix=2, scale=scale, component="laplace")
+    with pytest.raises(ValueError, match="component must be one of"):
+        sample_mixture(
+            params, torch.rand(1, 2, 1, 1), n_mix=2, n_bands=1, scale=scale, component="laplace"
+        )

@@ -73,6 +73,17 @@ def test_cached_equals_naive_with_a_linear_predictor(n_bands):
 
 
 @pytest.mark.parametrize("n_bands", [1, 2])
+def test_cached_equals_naive_with_gaussian_components(n_bands):
+    net = _net(n_bands, component="gaussian")
+    uniforms = draw_uniforms(3, n_bands, HEIGHT, WIDTH, seed=4)
+    levels = _both(net, uniforms)
+    assert len(levels.unique()) > 0.6 * levels.numel()
+    # The same network and uniforms draw other levels with logistic components.
+    net.component = "logistic"
+    assert not torch.equal(naive_sample(net, QUANTIZER, uniforms), levels)
+
+
+@pytest.mark.parametrize("n_bands", [1, 2])
 def test_completion_keeps_known_pixels_and_matches(n_bands):
     net = _net(n_bands, n_classes=2)
     generator = torch.Generator().manual_seed(3)
