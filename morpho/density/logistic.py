@@ -197,14 +197,15 @@ def discretized_gaussian_log_prob(
     return torch.where(k >= n_levels - 1, torch.special.log_ndtr(-b), out)
 
 
-_LOG_PROB = {"logistic": discretized_logistic_log_prob, "gaussian": discretized_gaussian_log_prob}
-
-
-def _standard_quantile(u: Tensor, component: str) -> Tensor:
-    """The standard logistic's or normal's quantile function at ``u`` in (0, 1)."""
-    if component == "gaussian":
-        return torch.special.ndtri(u)
+def _logistic_quantile(u: Tensor) -> Tensor:
     return torch.log(u) - torch.log1p(-u)
+
+
+#: Each component shape's discretised log-probability and standard quantile function.
+_SHAPES = {
+    "logistic": (discretized_logistic_log_prob, _logistic_quantile),
+    "gaussian": (discretized_gaussian_log_prob, torch.special.ndtri),
+}
 
 
 def mixture_log_prob(
@@ -235,7 +236,7 @@ def mixture_log_prob(
     (N, H, W) float tensor
         Natural-log probability of each pixel's C levels.
     """
-    log_prob = _LOG_PROB[check_component(component)]
+    log_prob, _ = _SHAPES[check_component(component)]
     n_bands = levels.shape[1]
     logits, means, log_scales, coeffs = _split(params, n_mix, n_bands)
     z = (levels.to(params.dtype) - scale.sky_level) / scale.sigma_levels
@@ -274,7 +275,7 @@ def sample_mixture(
     (N, C, H, W) int64 tensor
         Levels in ``[0, K - 1]``; band ``c`` is drawn given the bands before it.
     """
-    check_component(component)
+    _, quantile = _SHAPES[check_component(component)]
     logits, means, log_scales, coeffs = _split(params, n_mix, n_bands)
     cdf = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
     pick = (cdf < uniforms[:, :1]).sum(dim=1, keepdim=True).clamp(max=n_mix - 1)
@@ -284,7 +285,7 @@ def sample_mixture(
         loc = _band_location(means, coeffs, z, band, scale).gather(1, pick)
         s = _scale(log_scales, band, scale).gather(1, pick)
         u = uniforms[:, 1 + band : 2 + band].clamp(1e-12, 1 - 1e-12).to(params.dtype)
-        draw = loc + s * _standard_quantile(u, component)
+        draw = loc + s * quantile(u)
         level = torch.floor(draw + 0.5).clamp(0, scale.n_levels - 1)
         out[:, band : band + 1] = level.to(torch.int64)
         z[:, band : band + 1] = (level - scale.sky_level) / scale.sigma_levels
