@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from morpho.nets.base import remember_init
 from morpho.sersic.adaptive import N_ADAPTIVE_FEATURES, adaptive_features
 from morpho.sersic.growth import check_radii, growth_fractions
-from morpho.sersic.pose import Pose, canonical_pose
+from morpho.sersic.pose import Pose, align_major_axis, canonical_pose
 from morpho.sersic.psf import GAUSSIAN_WING_FRACTION
 from morpho.utils import full_precision
 
@@ -129,6 +129,11 @@ class SersicInputs(nn.Module):
         growth fractions (:func:`morpho.sersic.adaptive.adaptive_features`): an
         elliptical matched weight, which measures the position angle better than
         the round weight of the orientation.
+    align : bool, default False
+        Also turn each canonical image so that its weighted moments' major axis lies
+        along the pixel rows (:func:`morpho.sersic.pose.align_major_axis`, bicubic):
+        the network then reads the position angle as a small offset from the
+        moments' and the axis ratio along the grid.
     """
 
     @remember_init
@@ -142,6 +147,7 @@ class SersicInputs(nn.Module):
         growth_radii: Sequence[float] | None = None,
         anchors: bool = False,
         adaptive: bool = False,
+        align: bool = False,
     ) -> None:
         super().__init__()
         self.band = band
@@ -154,6 +160,7 @@ class SersicInputs(nn.Module):
         self.growth_radii = check_radii(growth_radii) if growth_radii else ()
         self.anchors = anchors
         self.adaptive = adaptive
+        self.align = align
 
     @property
     def n_channels(self) -> int:
@@ -228,6 +235,8 @@ class SersicInputs(nn.Module):
         if self.adaptive:
             parts.append(adaptive_features(canonical[:, 0], psf_fwhm_pix))
         features = torch.cat(parts, dim=1)
+        if self.align:
+            canonical, pose = align_major_axis(canonical, pose)
         return SersicInputBatch(
             image=self._stretched(canonical),
             features=features.to(images.dtype),

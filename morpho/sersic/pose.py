@@ -22,12 +22,21 @@ degrees from +x towards +y, in [0, 180).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Pose", "canonical_pose", "pa_from_canonical", "pa_to_canonical", "weighted_moments"]
+__all__ = [
+    "Pose",
+    "align_major_axis",
+    "canonical_pose",
+    "pa_from_canonical",
+    "pa_to_canonical",
+    "weighted_moments",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,10 @@ class Pose:
         :func:`weighted_moments` defines them (``e1, e2 >= 0`` there), unclamped, so
         that what else is measured in the canonical frame need not compute them again
         (:func:`morpho.sersic.growth.elliptical_radius`).
+    angle : (N,) tensor, optional
+        Degrees by which the canonical image was then turned back
+        (:func:`align_major_axis`): the weighted moments' major axis, in [0, 45],
+        now lies along +x. None: not turned.
     """
 
     flip: Tensor
@@ -58,6 +71,7 @@ class Pose:
     turn: Tensor
     shape: Tensor
     moments: Tensor | None = None
+    angle: Tensor | None = None
 
 
 def weighted_moments(images: Tensor, weight_sigma: float) -> tuple[Tensor, ...]:
@@ -136,15 +150,57 @@ def canonical_pose(images: Tensor, *, weight_sigma: float = 8.0) -> tuple[Tensor
     return out, pose
 
 
+def align_major_axis(canonical: Tensor, pose: Pose) -> tuple[Tensor, Pose]:
+    """Turn canonical images so that their weighted moments' major axis lies along +x.
+
+    The canonical frame leaves the major axis anywhere between 0° and 45° (``e1, e2
+    >= 0``); turning each image back by its angle ``½ atan2(e2, e1)`` about the stamp
+    centre (bicubic, reflected at the edges so that the corners keep their noise)
+    leaves the network to read only the small difference between the galaxy's
+    position angle and the moments', and the axis ratio along the pixel grid. The
+    canonical image of a turned or mirrored galaxy is the same array, so is its
+    angle: predictions stay exactly invariant (equivariant for the angle).
+
+    Parameters
+    ----------
+    canonical : (N, C, S, S) tensor
+        Images from :func:`canonical_pose`.
+    pose : Pose
+        Their pose, with ``moments``.
+
+    Returns
+    -------
+    aligned : (N, C, S, S) tensor
+    pose : Pose
+        ``pose`` with :attr:`Pose.angle` set, for :func:`pa_from_canonical`.
+    """
+    if pose.moments is None:
+        raise ValueError("align_major_axis needs the pose's moments (from canonical_pose)")
+    e1, e2 = pose.moments[:, 0], pose.moments[:, 1]
+    radians = 0.5 * torch.atan2(e2, e1)  # in [0, π/4]
+    cos, sin, zero = radians.cos(), radians.sin(), torch.zeros_like(radians)
+    # The output pixel at x' samples the input at R(angle) x': the major axis goes to +x.
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(canonical.dtype), list(canonical.shape), align_corners=True)
+    aligned = F.grid_sample(
+        canonical, grid, mode="bicubic", padding_mode="reflection", align_corners=True
+    )
+    return aligned, dataclasses.replace(pose, angle=torch.rad2deg(radians))
+
+
 def pa_to_canonical(pa_deg: Tensor, pose: Pose) -> Tensor:
-    """Position angles (degrees) of the original images, seen in the canonical frame."""
+    """Position angles (degrees) of the original images, seen in the canonical frame
+    (turned by :attr:`Pose.angle` where it is set)."""
     pa = torch.where(pose.flip, -pa_deg, pa_deg)
     pa = torch.where(pose.transpose, 90.0 - pa, pa)
+    if pose.angle is not None:
+        pa = pa - pose.angle.to(pa)
     return torch.remainder(pa, 180.0)
 
 
 def pa_from_canonical(pa_deg: Tensor, pose: Pose) -> Tensor:
     """Position angles (degrees) in the canonical frame, mapped back to the original images."""
-    pa = torch.where(pose.transpose, 90.0 - pa_deg, pa_deg)
+    pa = pa_deg if pose.angle is None else pa_deg + pose.angle.to(pa_deg)
+    pa = torch.where(pose.transpose, 90.0 - pa, pa)
     pa = torch.where(pose.flip, -pa, pa)
     return torch.remainder(pa, 180.0)

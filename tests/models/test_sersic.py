@@ -33,9 +33,11 @@ def sersic_file(tmp_path_factory):
     return simulate_to_hdf5(path, n_galaxies=96, spec=spec, seed=3, workers=1, progress=False)
 
 
-def _model(growth_radii=None, *, conditioned=False, anchors=False, **kwargs) -> SersicModule:
+def _model(
+    growth_radii=None, *, conditioned=False, anchors=False, align=False, **kwargs
+) -> SersicModule:
     # With the full-resolution core branch, so that every test covers it too.
-    inputs = SersicInputs(growth_radii=growth_radii, anchors=anchors)
+    inputs = SersicInputs(growth_radii=growth_radii, anchors=anchors, align=align)
     condition_dim = inputs.n_features if conditioned else 0
     encoder = FastEncoder(
         in_channels=1, image_size=32, channels=CHANNELS, core_size=8, condition_dim=condition_dim
@@ -86,6 +88,7 @@ def test_loss_falls_and_temperatures_are_fitted(sersic_file, tmp_path, shape):
         {"growth_radii": (1.0, 2.0, 4.0, 12.0)},
         {"conditioned": True, "anchors": True},
         {"shape_likelihood": "ellipse"},
+        {"shape_likelihood": "ellipse", "align": True},
     ],
 )
 def test_rotations_and_mirrors_change_only_the_position_angle(sersic_file, options):
