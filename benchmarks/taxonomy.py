@@ -45,6 +45,7 @@ from morpho.data.simulate import MORPHOLOGY_CLASSES
 from morpho.models import load_model
 from morpho.plotting import save_mosaic
 from morpho.taxonomy import Taxonomy
+from morpho.taxonomy.clusterer import CLUSTERING_PARAMS
 from morpho.taxonomy.embed import embed_dataset
 
 SNR_BINS = {"20-40": (20, 40), "40-80": (40, 80), "80+": (80, np.inf)}
@@ -121,12 +122,17 @@ def _assignment_scores(labels_true, labels_pred, bright) -> dict[str, float]:
     }
 
 
-def _clustering_levers(params, z_train, z_test, y_test, bright) -> dict[str, dict]:
-    """Each of :data:`CLUSTERING_LEVERS` fitted on the training embeddings; its test
-    figures, and k-means with the true class count on the same embeddings for reference."""
+def _clustering_levers(taxonomy, z_train, z_test, y_test, bright) -> dict[str, dict]:
+    """Each of :data:`CLUSTERING_LEVERS` applied to the fitted default ``taxonomy``
+    (reclustered where only the clustering changes, else fitted afresh on the training
+    embeddings); its test figures, and k-means with the true class count on the same
+    embeddings for reference."""
     out = {}
     for name, change in CLUSTERING_LEVERS.items():
-        variant = Taxonomy(**{**params, **change}).fit(z_train)
+        if set(change) <= set(CLUSTERING_PARAMS):
+            variant = taxonomy.recluster(**change)
+        else:
+            variant = Taxonomy(**{**taxonomy.get_params(), **change}).fit(z_train)
         pred = variant.predict(z_test)
         out[name] = {
             **_assignment_scores(y_test, pred, bright),
@@ -153,7 +159,7 @@ def clustering_figures(params, z_train, z_test, y_train, y_test, snr_test) -> di
     figures["purity_snr40"] = _purity(y_test[bright], pred[bright])
     figures["n_clusters"] = int(taxonomy.n_clusters_)
     figures["by_snr"] = _by_snr(y_test, pred, snr_test)
-    figures["clustering_levers"] = _clustering_levers(params, z_train, z_test, y_test, bright)
+    figures["clustering_levers"] = _clustering_levers(taxonomy, z_train, z_test, y_test, bright)
 
     scaler = StandardScaler().fit(z_train)
     probe = LogisticRegression(max_iter=3000).fit(scaler.transform(z_train), y_train)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import hdbscan
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
@@ -37,8 +37,30 @@ from morpho.utils import available_cpus, keeps_torch_threads
 if TYPE_CHECKING:
     from umap import UMAP
 
-__all__ = ["TABLE_COLUMNS", "Taxonomy"]
+__all__ = ["CLUSTERING_PARAMS", "TABLE_COLUMNS", "Taxonomy"]
 
+#: Parameters that :meth:`Taxonomy.recluster` may change: HDBSCAN's and the noise's.
+CLUSTERING_PARAMS = (
+    "min_cluster_size",
+    "min_samples",
+    "cluster_selection_method",
+    "cluster_selection_epsilon",
+    "max_cluster_fraction",
+    "outlier_quantile",
+)
+#: Fitted attributes of the reductions, which :meth:`Taxonomy.recluster` shares.
+_REDUCTION_ATTRIBUTES = (
+    "n_features_in_",
+    "mean_",
+    "scale_",
+    "reducer_",
+    "map_reducer_",
+    "embedding_",
+    "embedding_2d_",
+    "isolation_radius_",
+)
+#: Starts of the clustering UMAP (umap-learn's names).
+UMAP_INITS = ("spectral", "pca", "tswspectral", "random")
 TABLE_COLUMNS = ["id", "cluster", "probability", "outlier_score", "map_x", "map_y", "parent"]
 
 
@@ -108,6 +130,11 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         first two axes.
     map_min_dist : float
         UMAP ``min_dist`` of the map embedding; larger spreads clusters for viewing.
+    init : {"spectral", "pca", "tswspectral", "random"}
+        Start of the clustering UMAP (umap-learn's ``init``). ``"spectral"``, umap-learn's
+        default, computes a spectral layout of the neighbour graph, one per connected
+        component; ``"pca"`` starts from the leading principal axes of the standardised
+        embeddings, in seconds.
     n_epochs : int or None
         Optimisation epochs of the clustering UMAP. None: 500 below 10 000 galaxies
         (umap-learn's choice), 100 from 10 000 up (umap-learn's is 200; 100 halve the
@@ -188,6 +215,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         max_cluster_fraction: float | None = 0.5,
         map_components: int = 2,
         map_min_dist: float = 0.1,
+        init: str = "spectral",
         n_epochs: int | None = None,
         map_n_epochs: int | None = 30,
         outlier_quantile: float | None = 0.95,
@@ -205,6 +233,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         self.max_cluster_fraction = max_cluster_fraction
         self.map_components = map_components
         self.map_min_dist = map_min_dist
+        self.init = init
         self.n_epochs = n_epochs
         self.map_n_epochs = map_n_epochs
         self.outlier_quantile = outlier_quantile
@@ -246,32 +275,77 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             Z, n_neighbors=self.n_neighbors, metric=self.metric, random_state=self.random_state
         )
         epochs = self.n_epochs if self.n_epochs is not None else (500 if len(Z) < 10_000 else 100)
-        self.reducer_ = fit_umap(self._umap(self.n_components, self.min_dist, knn, epochs), Z)
+        self.reducer_ = fit_umap(
+            self._umap(self.n_components, self.min_dist, knn, epochs, self.init), Z
+        )
         start = _map_start(self.reducer_.embedding_, self.map_components)
         self.map_reducer_ = fit_umap(
             self._umap(self.map_components, self.map_min_dist, knn, self.map_n_epochs, start), Z
         )
+        self.embedding_ = self.reducer_.embedding_
+        self.embedding_2d_ = self.map_reducer_.embedding_
+        # Column 0 of the shared graph is each galaxy itself.
+        self.isolation_radius_ = float(knn[1][:, -1].max()) if knn[1] is not None else np.inf
+        self._fit_clusters()
+        return self
+
+    @keeps_torch_threads
+    def recluster(self, **params) -> Taxonomy:
+        """A copy of this fitted taxonomy with other clustering parameters, fitted
+        again without redoing its UMAP reductions (the slow part).
+
+        Parameters
+        ----------
+        **params
+            Any of :data:`CLUSTERING_PARAMS` (``min_cluster_size``, ``min_samples``,
+            ``cluster_selection_method``, ``cluster_selection_epsilon``,
+            ``max_cluster_fraction``, ``outlier_quantile``).
+
+        Returns
+        -------
+        Taxonomy
+            A new taxonomy, the same as ``Taxonomy(**other_params).fit(X)`` on the
+            embeddings this one was fitted on; it shares this one's UMAP models.
+
+        Raises
+        ------
+        ValueError
+            If a parameter would change the reductions or is not a taxonomy's, or a
+            value is invalid.
+        """
+        check_is_fitted(self)
+        other = set(params) - set(CLUSTERING_PARAMS)
+        if other:
+            raise ValueError(
+                f"recluster changes only {', '.join(CLUSTERING_PARAMS)}; "
+                f"{', '.join(sorted(other))} need fit"
+            )
+        copy = clone(self).set_params(**params)
+        copy._check_params()
+        copy._check_enough(len(self.embedding_))
+        for name in _REDUCTION_ATTRIBUTES:
+            setattr(copy, name, getattr(self, name))
+        copy._fit_clusters()
+        return copy
+
+    def _fit_clusters(self) -> None:
+        """HDBSCAN on the clustering embedding, the outliers' vote and the tree."""
         self.clusterer_ = hdbscan.HDBSCAN(
             min_cluster_size=self.min_cluster_size,
             min_samples=self._min_samples(),
             cluster_selection_method=self.cluster_selection_method,
             cluster_selection_epsilon=self.cluster_selection_epsilon,
-            max_cluster_size=self._max_cluster_size(len(Z)),
+            max_cluster_size=self._max_cluster_size(len(self.embedding_)),
             prediction_data=True,
             core_dist_n_jobs=available_cpus(),
-        ).fit(self.reducer_.embedding_)
+        ).fit(self.embedding_)
         hdbscan_labels = self.clusterer_.labels_.astype(np.intp)
         self.probabilities_ = self.clusterer_.probabilities_
         self.outlier_scores_ = self.clusterer_.outlier_scores_
-        self.embedding_ = self.reducer_.embedding_
-        self.embedding_2d_ = self.map_reducer_.embedding_
         self.n_clusters_ = int(hdbscan_labels.max()) + 1
-        # Column 0 of the shared graph is each galaxy itself.
-        self.isolation_radius_ = float(knn[1][:, -1].max()) if knn[1] is not None else np.inf
         self._fit_outliers(hdbscan_labels)
         self.labels_ = self._join_clusters(hdbscan_labels, self.embedding_, self.outlier_scores_)
         self.tree_ = taxonomy_tree(self.clusterer_.condensed_tree_.to_pandas(), hdbscan_labels)
-        return self
 
     def _fit_outliers(self, labels: np.ndarray) -> None:
         """The outlier threshold and the vote of clustered neighbours (``outlier_quantile``)."""
@@ -301,6 +375,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         # Taxonomies saved before outlier_quantile existed had HDBSCAN's noise.
         state.setdefault("outlier_quantile", None)
+        # ... and before init existed, a spectral start.
+        state.setdefault("init", "spectral")
         if "labels_" in state:
             state.setdefault("outlier_threshold_", np.inf)
             state.setdefault("cluster_vote_", None)
@@ -344,6 +420,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             isinstance(quantile, (int, float, np.number)) and 0 < quantile <= 1
         ):
             raise ValueError(f"outlier_quantile must be None or in (0, 1], got {quantile!r}")
+        if self.init not in UMAP_INITS:
+            raise ValueError(f"init must be one of {', '.join(UMAP_INITS)}, got {self.init!r}")
         if self.cluster_selection_method not in ("eom", "leaf"):
             raise ValueError(
                 "cluster_selection_method must be 'eom' or 'leaf', "
