@@ -239,6 +239,10 @@ def test_folded_and_bfloat16_inference_agree_with_training_graph(
 
 
 def test_inputs_outside_the_training_ranges_are_flagged(sersic_file, tmp_path):
+    # Seeded (seeds 0-5: none of the 16 flagged): unseeded, the start depended on the
+    # tests run before, and one unlucky start had 12 of 16 predictions outside the
+    # targets' range after its epoch.
+    L.seed_everything(0)
     model = _model()
     trainer = cpu_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
     trainer.fit(model, datamodule=_datamodule(sersic_file))
