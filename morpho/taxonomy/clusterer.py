@@ -12,13 +12,14 @@ Campello, Moulavi & Sander 2013, PAKDD, LNCS 7819, 160 (HDBSCAN, GLOSH).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import hdbscan
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
@@ -47,17 +48,6 @@ CLUSTERING_PARAMS = (
     "cluster_selection_epsilon",
     "max_cluster_fraction",
     "outlier_quantile",
-)
-#: Fitted attributes of the reductions, which :meth:`Taxonomy.recluster` shares.
-_REDUCTION_ATTRIBUTES = (
-    "n_features_in_",
-    "mean_",
-    "scale_",
-    "reducer_",
-    "map_reducer_",
-    "embedding_",
-    "embedding_2d_",
-    "isolation_radius_",
 )
 #: Starts of the clustering UMAP (umap-learn's names).
 UMAP_INITS = ("spectral", "pca", "tswspectral", "random")
@@ -323,13 +313,13 @@ class Taxonomy(ClusterMixin, BaseEstimator):
                 f"recluster changes only {', '.join(CLUSTERING_PARAMS)}; "
                 f"{', '.join(sorted(other))} need fit"
             )
-        copy = clone(self).set_params(**params)
-        copy._check_params()
-        copy._check_enough(len(self.embedding_))
-        for name in _REDUCTION_ATTRIBUTES:
-            setattr(copy, name, getattr(self, name))
-        copy._fit_clusters()
-        return copy
+        # A shallow copy shares the reductions; _fit_clusters replaces every clustering
+        # attribute of the copy and none of this taxonomy's.
+        variant = copy.copy(self).set_params(**params)
+        variant._check_params()
+        variant._check_enough(len(self.embedding_))
+        variant._fit_clusters()
+        return variant
 
     def _fit_clusters(self) -> None:
         """HDBSCAN on the clustering embedding, the outliers' vote and the tree."""
