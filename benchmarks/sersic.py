@@ -42,6 +42,7 @@ from morpho.data.simulate import NoiseModel, PSFSpec, SimulationSpec, simulate_t
 from morpho.models import load_model
 from morpho.sersic.classical import fit_sersic
 from morpho.sersic.plots import save_predicted_vs_true
+from morpho.sersic.refine import refine_shape
 from morpho.utils import native_bf16
 
 HERE = Path(__file__).resolve().parent
@@ -91,22 +92,43 @@ def _read(path: Path, n: int):
     return images, psfs, catalog
 
 
-def _network(model, images, catalog, threads: int, *, bf16: bool, compile: bool):
+def _network(model, images, catalog, threads: int, *, bf16: bool, compile: bool, refine=None):
     """Predictions of the whole set, galaxies/s (batched, after warm-up; the median of
     repeated passes) and compile seconds.
 
     Timed from flux images in memory to the calibrated table (noise estimate,
     orientation, encoder, head), as the classical fit is timed from the image.
+    ``refine`` = ``(psfs, steps)``: each batch's q and PA then refined by
+    :func:`morpho.sersic.refine.refine_shape` (its noise estimate included in the time).
     """
     torch.set_num_threads(threads)
     fwhm = model.psf_fwhm_pix(torch.as_tensor(catalog["psf_fwhm_arcsec"].to_numpy(np.float32)))
     wings = torch.as_tensor(catalog["psf_wing_fraction"].to_numpy(np.float32))
+    gain = torch.as_tensor(catalog["gain"].to_numpy(np.float32))
     predict = model.predictor(bf16=bf16, compile=compile)
+
+    def fit(rows: slice) -> dict:
+        out = predict(images[rows], fwhm[rows], wings[rows])
+        if refine is None:
+            return out
+        psfs, steps = refine
+        sigma = model.inputs.noise_sigma(images[rows])
+        shape = refine_shape(
+            images[rows, 0], psfs[rows], out, background_sigma=sigma, gain=gain[rows], steps=steps
+        )
+        return {
+            **out,
+            "q": shape.q,
+            "q_err": shape.q_err,
+            "pa_deg": shape.pa_deg,
+            "pa_deg_err": shape.pa_deg_err,
+        }
+
     batch = 1024
     starts = range(0, len(images), batch)
     warm = time.perf_counter()
     for i in [starts[0], starts[-1]] * 2:  # every batch shape, compiled (and cached) first
-        predict(images[i : i + batch], fwhm[i : i + batch], wings[i : i + batch])
+        fit(slice(i, i + batch))
     warm_seconds = time.perf_counter() - warm
     # One pass over a quick run's 1000 galaxies lasts a tenth of a second, and single
     # passes varied by ±20% between runs: time passes until 3 and 2 s are done, and
@@ -114,7 +136,7 @@ def _network(model, images, catalog, threads: int, *, bf16: bool, compile: bool)
     rates: list[float] = []
     while len(rates) < 3 or sum(len(images) / r for r in rates) < 2.0:
         start = time.perf_counter()
-        parts = [predict(*(t[i : i + batch] for t in (images, fwhm, wings))) for i in starts]
+        parts = [fit(slice(i, i + batch)) for i in starts]
         rates.append(len(images) / (time.perf_counter() - start))
     table = pd.DataFrame({k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
     return table, float(np.median(rates)), warm_seconds
@@ -233,6 +255,28 @@ def _evaluate(model, path: Path, args, label: str, workdir: Path) -> dict:
     out["classical_galaxies_per_second"] = classical_rate
     out["speedup"] = net_rate / classical_rate
     out["out_of_range_fraction"] = float(table["out_of_range"].mean())
+    if args.refine_steps:
+        out.update(_refined(model, images, psfs, catalog, truth, args, accepted, classical_rate))
+    return out
+
+
+def _refined(model, images, psfs, catalog, truth, args, accepted, classical_rate) -> dict:
+    """q and PA after ``--refine-steps`` likelihood steps: errors, coverage, speed."""
+    refine = (torch.as_tensor(psfs, dtype=torch.float32), args.refine_steps)
+    table, rate, _ = _network(
+        model, images, catalog, args.threads, bf16=args.bf16, compile=args.compile, refine=refine
+    )
+    k = len(accepted)
+    errors = _errors(table, truth)
+    same = _errors(table.iloc[:k][accepted], truth.iloc[:k][accepted])
+    coverage = _coverage(table, truth)
+    out = {f"refined_{key}": errors[key] for key in ("q_mae", "pa_mae_deg")}
+    out.update({f"refined_same_{key}": same[key] for key in ("q_mae", "pa_mae_deg")})
+    for level in (68, 95):
+        for name in ("q", "pa_deg"):
+            out[f"refined_coverage{level}_{name}"] = coverage[f"coverage{level}_{name}"]
+    out["refined_galaxies_per_second"] = rate
+    out["refined_speedup"] = rate / classical_rate
     return out
 
 
@@ -268,6 +312,8 @@ def _summary(result: dict) -> dict:
         summary[f"classical_{key}"] = main[f"classical_{key}"]
     for key in ("net_galaxies_per_second", "classical_galaxies_per_second", "speedup"):
         summary[key] = main[key]
+    refined = ("refined_same_q_mae", "refined_same_pa_mae_deg", "refined_speedup")
+    summary.update({key: main[key] for key in refined if key in main})
     faint = result["snr5_20"]
     summary.update({f"snr5_20_{key}": faint[f"same_{key}"] for key in keys})
     summary.update({f"snr5_20_classical_{key}": faint[f"classical_{key}"] for key in keys})
@@ -303,6 +349,15 @@ def _print(result: dict) -> None:
             f"{r['classical_at_n_bound']:.3f}, refused (no source above 5σ) "
             f"{r['classical_refused']:.3f}"
         )
+        if "refined_q_mae" in r:
+            print(
+                f"refined ({r['refined_galaxies_per_second']:.0f} galaxies/s with the network, "
+                f"speed-up {r['refined_speedup']:.0f}x): q {r['refined_q_mae']:.4f} "
+                f"(same {r['refined_same_q_mae']:.4f}), PA {r['refined_pa_mae_deg']:.3f} "
+                f"(same {r['refined_same_pa_mae_deg']:.3f}); coverage q "
+                f"{r['refined_coverage68_q']:.2f}/{r['refined_coverage95_q']:.2f}, PA "
+                f"{r['refined_coverage68_pa_deg']:.2f}/{r['refined_coverage95_pa_deg']:.2f}"
+            )
 
 
 def main() -> None:
@@ -331,6 +386,13 @@ def main() -> None:
         help="the encoder's precision in the timed prediction (auto, the default: bfloat16 "
         "autocast where the CPU computes it natively, else float32; float32's speed is "
         "printed too)",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=1,
+        help="also report q and PA after this many likelihood steps on each galaxy "
+        "(morpho.sersic.refine; 0: skip)",
     )
     parser.add_argument("--workdir", default="benchmarks/_work/sersic")
     parser.add_argument(

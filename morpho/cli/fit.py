@@ -67,6 +67,22 @@ def _stored_psf(dm: GalaxyDataModule, index: int) -> np.ndarray | None:
     return None if psf is None else np.asarray(psf[0], dtype=np.float64)
 
 
+def _psf_images(cfg: DictConfig, dm: GalaxyDataModule, psf: np.ndarray | None):
+    """``rows -> PSF images`` for the refinement: the PSF file, a Gaussian of the
+    given FWHM, or the PSFs an HDF5 source stores per galaxy."""
+    if psf is not None:
+        return lambda rows: psf
+    if cfg.psf_fwhm_pix is not None:
+        gaussian = gaussian_psf(float(cfg.psf_fwhm_pix))
+        return lambda rows: gaussian
+    if _stored_psf(dm, 0) is None:
+        raise DataError(
+            "refine_steps > 0 needs PSF images: give psf_file= (or psf_fwhm_pix= for a "
+            "Gaussian PSF); this source stores no per-galaxy 'psf' dataset"
+        )
+    return lambda rows: np.stack([_stored_psf(dm, int(row)) for row in rows])
+
+
 def _rows(dm: GalaxyDataModule, split: str) -> np.ndarray:
     """Source rows of the galaxies of ``split``, in the dataset's order."""
     return np.arange(len(dm.source)) if split == "all" else dm.indices[split]
@@ -119,6 +135,8 @@ def fit(cfg: DictConfig) -> dict[str, Path]:
     dm.prepare_data()
     dataset = dm.dataset(cfg.split)
     fwhm, wings, psf = _psf_for(cfg, dm, model)
+    refine_steps = int(cfg.refine_steps)
+    psf_images = _psf_images(cfg, dm, psf) if refine_steps else None
     table = fit_dataset(
         model,
         dataset,
@@ -128,6 +146,9 @@ def fit(cfg: DictConfig) -> dict[str, Path]:
         num_workers=cfg.num_workers,
         min_detection_snr=cfg.min_detection_snr,
         zeropoint=cfg.zeropoint,
+        refine_steps=refine_steps,
+        psf_images=psf_images,
+        gain=cfg.gain,
     )
     out = Path(cfg.output_dir)
     written = {name: write_table(table, out / name, overwrite=cfg.overwrite) for name in cfg.tables}

@@ -201,10 +201,26 @@ def test_train_sersic_then_fit(tmp_path):
         "psf_file=psf.fits",
         "split=test",
         "output_dir=fit_psf",
+        "refine_steps=1",
         cwd=tmp_path,
     )
     assert with_psf.returncode == 0, with_psf.stderr[-3000:]
-    assert len(pd.read_parquet(tmp_path / "fit_psf" / "sersic.parquet")) == 8
+    refined = pd.read_parquet(tmp_path / "fit_psf" / "sersic.parquet")
+    assert len(refined) == 8
+    assert refined["refined"].dtype == bool
+    # The refinement with the PSFs the simulation stored, galaxy by galaxy.
+    stored = _run(
+        "morpho-fit",
+        *tiny,
+        f"ckpt_path={checkpoint}",
+        "split=test",
+        "output_dir=fit_stored",
+        "refine_steps=1",
+        "gain=1.0",
+        cwd=tmp_path,
+    )
+    assert stored.returncode == 0, stored.stderr[-3000:]
+    assert "refined" in pd.read_parquet(tmp_path / "fit_stored" / "sersic.parquet")
     fits.PrimaryHDU(np.full((5, 5), 0.1)).writeto(tmp_path / "bad_psf.fits")
     bad = _run(
         "morpho-fit", *tiny, f"ckpt_path={checkpoint}", "psf_file=bad_psf.fits", cwd=tmp_path

@@ -6,6 +6,7 @@ import functools
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -143,6 +144,35 @@ def test_table_has_one_row_per_galaxy_and_sky_is_refused(sersic_file):
     sky = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 6.0
     with pytest.raises(DataError, match=r"3 image\(s\) hold no source above the noise.*sky_1"):
         check_signal(sky, model, ["sky_0", "sky_1", "sky_2"], min_snr=4.0)
+
+
+def test_refinement_replaces_only_q_and_pa(sersic_file):
+    """``refine_steps`` hands each batch to refine_shape: q, PA and their errors change,
+    nothing else; with ``min_snr`` passed through, as its own tests check."""
+    from morpho.sersic import gaussian_psf
+
+    model = _model().eval()
+    dataset = _datamodule(sersic_file).dataset("all")
+    plain = fit_dataset(model, dataset, 4.0, batch_size=40)
+    psf = gaussian_psf(4.0, size=15)
+    seen = []
+
+    def psfs(rows):
+        seen.extend(rows.tolist())
+        return psf
+
+    refined = fit_dataset(model, dataset, 4.0, batch_size=40, refine_steps=1, psf_images=psfs)
+    assert sorted(seen) == list(range(96))
+    assert refined["refined"].dtype == bool
+    assert refined["refined"].any()
+    changed = refined["refined"].to_numpy()
+    for name in ("q", "pa_deg", "q_err", "pa_deg_err"):
+        assert not np.allclose(refined[name][changed], plain[name][changed]), name
+        np.testing.assert_array_equal(refined[name][~changed], plain[name][~changed])
+    for name in ("flux", "r_e_pix", "n", "flux_err", "out_of_range"):
+        np.testing.assert_array_equal(refined[name], plain[name])
+    with pytest.raises(ValueError, match="needs psf_images"):
+        fit_dataset(model, dataset, 4.0, refine_steps=1)
 
 
 def test_mismatched_head_is_a_clear_error():
