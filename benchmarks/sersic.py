@@ -114,7 +114,13 @@ def _network(model, images, catalog, threads: int, *, bf16: bool, compile: bool,
         psfs, steps = refine
         sigma = model.inputs.noise_sigma(images[rows])
         shape = refine_shape(
-            images[rows, 0], psfs[rows], out, background_sigma=sigma, gain=gain[rows], steps=steps
+            images[rows, 0],
+            psfs[rows],
+            out,
+            background_sigma=sigma,
+            gain=gain[rows],
+            steps=steps,
+            compile=compile,
         )
         return {
             **out,

@@ -3,7 +3,8 @@
 The network that predicts Sérsic parameters is :class:`morpho.models.SersicModule`
 (its inputs, likelihood and orientation handling live in this package's
 ``inputs``, ``likelihood`` and ``pose`` modules); :func:`morpho.sersic.predict.fit_dataset`
-runs it over a data set and :func:`morpho.sersic.table.write_table` writes the table.
+runs it over a data set and :func:`morpho.sersic.table.write_table` writes the table;
+:func:`morpho.sersic.refine.refine_shape` refines its q and PA on each galaxy's likelihood.
 
 Names are imported lazily, so that importing one light module of this package (the
 simulator uses :mod:`morpho.sersic.psf`) does not pay for astropy.modeling and scipy.
@@ -26,6 +27,7 @@ __all__ = [
     "gaussian_psf",
     "psf_fwhm",
     "psf_wing_fraction",
+    "refine_shape",
     "render_sersic",
     "sersic_amplitude",
     "sersic_total_flux",
@@ -44,6 +46,7 @@ _WHERE = {
     "gaussian_psf": "morpho.sersic.psf",
     "psf_fwhm": "morpho.sersic.psf",
     "psf_wing_fraction": "morpho.sersic.psf",
+    "refine_shape": "morpho.sersic.refine",
     "render_sersic": "morpho.sersic.profile",
     "sersic_amplitude": "morpho.sersic.profile",
     "sersic_total_flux": "morpho.sersic.profile",

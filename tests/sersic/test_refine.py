@@ -190,3 +190,17 @@ def test_bad_input_is_refused(draw_sersic):
         _refine(image, psf, start, sigma=0.0)
     with pytest.raises(ValueError, match="steps >= 1"):
         _refine(image, psf, start, steps=0)
+
+
+# torch.compile's own import of a deprecated torch.jit API.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_refinement_equals_the_eager_one(draw_sersic):
+    image, psf, truth = draw_sersic(1.0, 4.0, 0.5, 30.0)
+    noisy = image + np.random.default_rng(2).normal(0, 6.0, (3, *image.shape))
+    start = {k: v.expand(3) for k, v in _start(truth, q=0.55, pa_deg=33.0).items()}
+    args = (torch.tensor(noisy, dtype=torch.float32), torch.tensor(psf, dtype=torch.float32))
+    sigma = torch.full((3,), 6.0)
+    eager = refine_shape(*args, start, background_sigma=sigma, gain=1.0)
+    compiled = refine_shape(*args, start, background_sigma=sigma, gain=1.0, compile=True)
+    torch.testing.assert_close(compiled.q, eager.q, atol=1e-4, rtol=0)
+    torch.testing.assert_close(compiled.pa_deg, eager.pa_deg, atol=0.01, rtol=0)
