@@ -8,6 +8,7 @@ when the catalog holds the truth columns the model was trained on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -80,7 +81,14 @@ def _psf_images(cfg: DictConfig, dm: GalaxyDataModule, psf: np.ndarray | None):
             "refine_steps > 0 needs PSF images: give psf_file= (or psf_fwhm_pix= for a "
             "Gaussian PSF); this source stores no per-galaxy 'psf' dataset"
         )
-    return lambda rows: np.stack([_stored_psf(dm, int(row)) for row in rows])
+    return functools.partial(_stored_psfs, dm)
+
+
+def _stored_psfs(dm: GalaxyDataModule, rows: np.ndarray) -> np.ndarray:
+    """The stored PSFs of ``rows`` in one read (h5py wants increasing, unique rows)."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    psfs = dm.source.read_array("psf", unique)
+    return np.asarray(psfs[:, 0], dtype=np.float64)[inverse]
 
 
 def _rows(dm: GalaxyDataModule, split: str) -> np.ndarray:

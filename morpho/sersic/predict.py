@@ -168,10 +168,11 @@ def fit_dataset(
     refine_steps : int
         Gauss–Newton steps of :func:`~morpho.sersic.refine.refine_shape` on each
         galaxy's likelihood after the network (0: none). They replace q, PA and
-        their errors, and add the column ``refined`` (False where a step failed and
-        the network's values stay). At S/N 20–200 one step brings q and PA to the
-        classical fit's precision, at a few times the network's cost; at S/N below
-        20 the network's q is the better one (``benchmarks/RESULTS.md``).
+        their errors, and add the column ``refined`` (False where the galaxy's model
+        S/N is below 20 or a step failed: the network's values stay). At S/N 20–200
+        one step brings q and PA to the classical fit's precision, at three to four
+        times the network's cost; below S/N 20 the network's q is the better one
+        (``benchmarks/RESULTS.md``, Q21 and F5).
     psf_images : callable, optional
         ``rows -> (len(rows), P, P)`` (or one ``(P, P)``) PSF images of those source
         rows; needed when ``refine_steps > 0``.

@@ -258,8 +258,10 @@ class HDF5Source(GalaxySource):
         row = {name: values[index] for name, values in self._columns.items()}
         return GalaxyRecord(image=image, id=row["id_str"], row=row, origin=origin)
 
-    def read_array(self, key: str, index: int) -> np.ndarray | None:
+    def read_array(self, key: str, index: int | np.ndarray) -> np.ndarray | None:
         """Row ``index`` of another per-galaxy dataset of the file (e.g. ``"psf"``), or None.
+
+        ``index`` may also be an array of increasing, unique rows (h5py's rule).
 
         Read from the file itself, whether or not the images are held in memory.
         """
