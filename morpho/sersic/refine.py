@@ -40,11 +40,16 @@ import torch
 from torch import Tensor
 
 from morpho.data.errors import DataError
+from morpho.sersic.likelihood import axis_ratio, ellipticity
+from morpho.sersic.pose import weighted_moments
 
 __all__ = ["FREE_PARAMETERS", "RefinedShape", "psf_transfer", "refine_shape", "sersic_b"]
 
 #: The parameters a step moves, in the order of the normal equations.
 FREE_PARAMETERS: tuple[str, ...] = ("ln_amplitude", "x0", "y0", "ln_r_e", "e1", "e2")
+
+#: What refine_shape reads of its start.
+_START_KEYS = ("flux", "r_e_pix", "n", "q", "pa_deg", "q_err", "pa_deg_err")
 
 #: Largest ellipticity |e| a step may reach (q = 0.05).
 _MAX_ELLIPTICITY = 0.95 / 1.05
@@ -76,13 +81,13 @@ def _ln_amplitude(flux: Tensor, r_e: Tensor, n: Tensor, q: Tensor) -> Tensor:
 
 
 def _to_ellipticity(q: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    e = (1 - q) / (1 + q)
+    e = ellipticity(q)
     return e * torch.cos(2 * theta), e * torch.sin(2 * theta)
 
 
 def _from_ellipticity(e1: Tensor, e2: Tensor) -> tuple[Tensor, Tensor]:
     e = torch.hypot(e1, e2).clamp(max=_MAX_ELLIPTICITY)
-    return (1 - e) / (1 + e), 0.5 * torch.atan2(e2, e1)
+    return axis_ratio(e), 0.5 * torch.atan2(e2, e1)
 
 
 def _render(params: Tensor, n: Tensor, size: int) -> Tensor:
@@ -110,8 +115,7 @@ def _render(params: Tensor, n: Tensor, size: int) -> Tensor:
     d_q = slope * (-(minor**2) / q**3 / r2)
     # dI/dθ / (2|e|): finite through round shapes, where dI/dθ itself vanishes.
     d_theta = slope * (major * minor / r2) * (-((1 + q) ** 2) / (2 * q**2))
-    e = (1 - q) / (1 + q)
-    dq_de = -2 / (1 + e) ** 2
+    dq_de = -2 / (1 + ellipticity(q)) ** 2
     cos2, sin2 = torch.cos(2 * theta), torch.sin(2 * theta)
     d_e1 = d_q * dq_de * cos2 - d_theta * sin2
     d_e2 = d_q * dq_de * sin2 + d_theta * cos2
@@ -166,16 +170,6 @@ class RefinedShape:
     y0: Tensor
     snr: Tensor
     refined: Tensor
-
-
-def _centroid(images: Tensor, *, weight_sigma: float = 8.0) -> tuple[Tensor, Tensor]:
-    """Light-weighted centre (pixels) under a round Gaussian window on the stamp centre."""
-    size = images.shape[-1]
-    ticks = torch.arange(size, dtype=images.dtype, device=images.device)
-    window = torch.exp(-((ticks - (size - 1) / 2) ** 2) / (2 * weight_sigma**2))
-    light = images.clamp_min(0) * window[:, None] * window[None, :]
-    total = light.sum(dim=(1, 2)).clamp_min(1e-30)
-    return (light.sum(dim=1) @ ticks) / total, (light.sum(dim=2) @ ticks) / total
 
 
 def _check(images: Tensor, psfs: Tensor, background_sigma: Tensor) -> None:
@@ -253,7 +247,7 @@ def refine_shape(
     variance = (background_sigma.to(data) ** 2)[:, None, None]
     inverse_gain = torch.as_tensor(0.0 if gain is None else gain, dtype=data.dtype)
     inverse_gain = torch.where(inverse_gain > 0, 1 / inverse_gain, 0.0).reshape(-1, 1, 1)
-    start = {key: value.to(data) for key, value in start.items()}
+    start = {key: start[key].to(data) for key in _START_KEYS}
     params = _start_parameters(data, start)
     render, normal_equations = _compiled() if compile else (_render, _normal_equations)
     ok = torch.ones(len(data), dtype=torch.bool, device=data.device)
@@ -296,7 +290,11 @@ def _start_parameters(data: Tensor, start: dict[str, Tensor]) -> Tensor:
     """(N, 6) ``ln I_e, x0, y0, ln r_e, q, θ`` from the start and the images' centroid."""
     flux, r_e, n, pa = (start[k] for k in ("flux", "r_e_pix", "n", "pa_deg"))
     q = start["q"].clamp(0.05, 1.0)
-    x0, y0 = _centroid(data)
+    # The light-weighted centre under pose's round window (σ = 8 px) on the stamp centre.
+    x1, y1, _, _, _, total = weighted_moments(data.clamp_min(0), weight_sigma=8.0)
+    middle = (data.shape[-1] - 1) / 2
+    total = total.clamp_min(1e-30)
+    x0, y0 = x1 / total + middle, y1 / total + middle
     return torch.stack([_ln_amplitude(flux, r_e, n, q), x0, y0, r_e.log(), q, pa.deg2rad()], 1)
 
 
@@ -326,7 +324,7 @@ def _moved(params: Tensor, step: Tensor) -> Tensor:
 
 def _shape_errors(q: Tensor, theta: Tensor, covariance: Tensor) -> tuple[Tensor, Tensor]:
     """1σ of q and of the position angle (degrees) from the (N, 2, 2) covariance of e."""
-    e = (1 - q) / (1 + q)
+    e = ellipticity(q)
     radial = torch.stack([torch.cos(2 * theta), torch.sin(2 * theta)], dim=1)
     tangent = torch.stack([-torch.sin(2 * theta), torch.cos(2 * theta)], dim=1)
     var_e = torch.einsum("ni,nij,nj->n", radial, covariance, radial).clamp_min(0)
