@@ -27,7 +27,7 @@ from morpho.data.sources import HDF5Source
 from morpho.models import SersicModule, load_model
 from morpho.sersic.plots import model_image, save_predicted_vs_true, save_residuals
 from morpho.sersic.predict import fit_dataset, psf_columns
-from morpho.sersic.psf import check_psf, gaussian_psf, psf_fwhm, psf_wing_fraction
+from morpho.sersic.psf import check_psf, check_psfs, gaussian_psf, psf_fwhm, psf_wing_fraction
 from morpho.sersic.table import write_table
 
 __all__ = ["fit", "main"]
@@ -87,8 +87,8 @@ def _psf_images(cfg: DictConfig, dm: GalaxyDataModule, psf: np.ndarray | None):
 def _stored_psfs(dm: GalaxyDataModule, rows: np.ndarray) -> np.ndarray:
     """The stored PSFs of ``rows`` in one read (h5py wants increasing, unique rows)."""
     unique, inverse = np.unique(rows, return_inverse=True)
-    psfs = dm.source.read_array("psf", unique)
-    return np.asarray(psfs[:, 0], dtype=np.float64)[inverse]
+    psfs = dm.source.read_array("psf", unique)[:, 0]
+    return check_psfs(psfs, origin=f"{dm.source.path}: dataset 'psf'", rows=unique)[inverse]
 
 
 def _rows(dm: GalaxyDataModule, split: str) -> np.ndarray:

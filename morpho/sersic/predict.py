@@ -41,7 +41,12 @@ TABLE_COLUMNS = (
 
 
 def check_signal(
-    images: torch.Tensor, model: SersicModule, ids: Sequence[str], *, min_snr: float
+    images: torch.Tensor,
+    model: SersicModule,
+    ids: Sequence[str],
+    *,
+    min_snr: float,
+    sigma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Raise DataError naming the galaxies whose stamp holds no source above the noise.
 
@@ -57,6 +62,8 @@ def check_signal(
         Smallest accepted :func:`~morpho.sersic.inputs.detection_snr` (pure noise
         exceeds 4 in 0.3% of stamps; faint, large galaxies may fall below it);
         0 accepts everything.
+    sigma : (N,) tensor, optional
+        The images' noise σ, if already measured (``model.inputs.noise_sigma``).
 
     Returns
     -------
@@ -64,7 +71,7 @@ def check_signal(
         The detection S/N of each galaxy.
     """
     band = model.inputs.band
-    sigma = model.inputs.noise_sigma(images)
+    sigma = model.inputs.noise_sigma(images) if sigma is None else sigma
     snr = detection_snr(images[:, band] / sigma[:, None, None])
     blank = torch.nonzero(snr < min_snr).flatten().tolist()
     if blank:
@@ -113,6 +120,7 @@ def _refine(
     psfs: np.ndarray,
     model: SersicModule,
     *,
+    sigma: torch.Tensor,
     gain: float | None,
     steps: int,
 ) -> None:
@@ -122,7 +130,7 @@ def _refine(
         images[:, band],
         torch.as_tensor(np.asarray(psfs), dtype=torch.float32, device=images.device),
         predicted,
-        background_sigma=model.inputs.noise_sigma(images),
+        background_sigma=sigma,
         gain=gain,
         steps=steps,
     )
@@ -196,13 +204,14 @@ def fit_dataset(
     parts = []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         images = batch["image"].to(model.device)
-        check_signal(images, model, batch["id"], min_snr=min_detection_snr)
+        sigma = model.inputs.noise_sigma(images)
+        check_signal(images, model, batch["id"], min_snr=min_detection_snr, sigma=sigma)
         fwhm = _per_galaxy(psf_fwhm_pix, batch["index"], len(images)).to(images)
         wings = _per_galaxy(psf_wings, batch["index"], len(images))
         predicted = model.predict(images, fwhm, None if wings is None else wings.to(images))
         if refine_steps:
             psfs = psf_images(batch["index"].numpy())
-            _refine(predicted, images, psfs, model, gain=gain, steps=refine_steps)
+            _refine(predicted, images, psfs, model, sigma=sigma, gain=gain, steps=refine_steps)
         names = (*TABLE_COLUMNS, "refined") if refine_steps else TABLE_COLUMNS
         part = {name: predicted[name].cpu().numpy() for name in names}
         parts.append(pd.DataFrame({"id": list(batch["id"]), **part}))

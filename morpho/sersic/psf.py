@@ -16,6 +16,7 @@ from morpho.data.errors import DataError
 __all__ = [
     "GAUSSIAN_WING_FRACTION",
     "check_psf",
+    "check_psfs",
     "gaussian_psf",
     "psf_fwhm",
     "psf_wing_fraction",
@@ -55,25 +56,73 @@ def check_psf(psf: np.ndarray, *, origin: str = "psf") -> np.ndarray:
             f"{origin}: PSF has shape {np.shape(psf)}, expected a square (P, P) image; "
             "pass one band's PSF stamp"
         )
-    side = array.shape[0]
+    return check_psfs(array[None], origin=origin)[0]
+
+
+def check_psfs(psfs: np.ndarray, *, origin: str = "psf", rows=None) -> np.ndarray:
+    """Validate a stack of effective PSF images (one per galaxy) at once.
+
+    Parameters
+    ----------
+    psfs : (N, P, P) array
+        Each as :func:`check_psf` asks: P odd and >= 3, finite, summing to 1,
+        peaking within one pixel of the centre.
+    origin : str
+        Name of the file or dataset, used in error messages (which also give the
+        index of the first PSF at fault).
+    rows : sequence of int, optional
+        The PSFs' rows in ``origin``, named in messages instead of their index here.
+
+    Returns
+    -------
+    (N, P, P) float64 ndarray
+
+    Raises
+    ------
+    DataError
+        If any PSF breaks a condition above.
+    """
+    array = np.asarray(psfs, dtype=np.float64)
+    if array.ndim != 3 or array.shape[-1] != array.shape[-2]:
+        raise DataError(
+            f"{origin}: PSF has shape {np.shape(psfs)}, expected square (P, P) images; "
+            "pass one band's PSF stamp"
+        )
+    side = array.shape[-1]
     if side < 3 or side % 2 == 0:
         raise DataError(
             f"{origin}: PSF side is {side} pixels, expected an odd side >= 3 so that the PSF "
             "is centred on a pixel; crop or pad it to an odd size around its peak"
         )
-    if not np.all(np.isfinite(array)):
-        raise DataError(f"{origin}: PSF holds NaN or infinite pixels; replace them or the PSF")
-    total = float(array.sum())
-    if not abs(total - 1.0) <= SUM_TOLERANCE:
+    several = len(array) > 1 or rows is not None
+
+    def which(bad: np.ndarray) -> str:
+        first = int(np.flatnonzero(bad)[0])
+        return f" (PSF {first if rows is None else rows[first]})" if several else ""
+
+    finite = np.isfinite(array).all(axis=(1, 2))
+    if not finite.all():
         raise DataError(
-            f"{origin}: PSF sums to {total:.6g}, expected 1; normalise it (psf / psf.sum())"
+            f"{origin}{which(~finite)}: PSF holds NaN or infinite pixels; replace them or the PSF"
         )
-    peak_row, peak_col = np.unravel_index(np.argmax(array), array.shape)
-    centre = (side - 1) // 2
-    if max(abs(peak_row - centre), abs(peak_col - centre)) > 1:
+    totals = array.sum(axis=(1, 2))
+    summed = np.abs(totals - 1.0) <= SUM_TOLERANCE
+    if not summed.all():
+        total = totals[np.flatnonzero(~summed)[0]]
         raise DataError(
-            f"{origin}: PSF peaks at pixel (row {peak_row}, column {peak_col}), more than one "
-            f"pixel from the centre ({centre}, {centre}); re-centre the PSF stamp on its peak"
+            f"{origin}{which(~summed)}: PSF sums to {total:.6g}, expected 1; "
+            "normalise it (psf / psf.sum())"
+        )
+    peaks = array.reshape(len(array), -1).argmax(axis=1)
+    peak_row, peak_col = np.unravel_index(peaks, (side, side))
+    centre = (side - 1) // 2
+    off = np.maximum(np.abs(peak_row - centre), np.abs(peak_col - centre)) > 1
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise DataError(
+            f"{origin}{which(off)}: PSF peaks at pixel (row {peak_row[i]}, column "
+            f"{peak_col[i]}), more than one pixel from the centre ({centre}, {centre}); "
+            "re-centre the PSF stamp on its peak"
         )
     return array
 

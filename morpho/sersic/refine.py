@@ -42,6 +42,7 @@ from torch import Tensor
 from morpho.data.errors import DataError
 from morpho.sersic.likelihood import axis_ratio, ellipticity
 from morpho.sersic.pose import weighted_moments
+from morpho.sersic.psf import check_psfs
 
 __all__ = ["FREE_PARAMETERS", "RefinedShape", "psf_transfer", "refine_shape", "sersic_b"]
 
@@ -177,15 +178,12 @@ def _check(images: Tensor, psfs: Tensor, background_sigma: Tensor) -> None:
         raise DataError(
             f"refine_shape needs (N, S, S) images of one band, got {tuple(images.shape)}"
         )
-    if psfs.ndim not in (2, 3) or psfs.shape[-1] != psfs.shape[-2] or psfs.shape[-1] % 2 == 0:
-        raise DataError(
-            f"refine_shape needs (P, P) or (N, P, P) PSFs of odd side, got {tuple(psfs.shape)}"
-        )
+    if psfs.ndim not in (2, 3):
+        raise DataError(f"refine_shape needs (P, P) or (N, P, P) PSFs, got {tuple(psfs.shape)}")
     if psfs.ndim == 3 and len(psfs) not in (1, len(images)):
         raise DataError(f"{len(psfs)} PSFs for {len(images)} images: give one, or one per image")
-    sums = psfs.sum(dim=(-2, -1))
-    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-        raise DataError("refine_shape needs PSFs that sum to 1; normalise them (psf / psf.sum())")
+    stack = psfs if psfs.ndim == 3 else psfs[None]
+    check_psfs(stack.detach().cpu().numpy(), origin="refine_shape")
     if not (background_sigma > 0).all():
         raise DataError("refine_shape needs a positive background σ for every image")
 

@@ -235,3 +235,24 @@ def test_train_sersic_then_fit(tmp_path):
     wrong = _run("morpho-fit", *tiny, "ckpt_path=ae.ckpt", cwd=tmp_path)
     assert wrong.returncode == 2
     assert "holds a morpho 'autoencoder' model, but a 'sersic' model is needed" in wrong.stderr
+
+
+def test_stored_psfs_are_checked_naming_the_file_and_row():
+    """morpho-fit's refinement reads the simulator's per-galaxy PSFs; a broken one is
+    refused with the file, the dataset and its row (not after a silent failed step)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from morpho.cli.fit import _stored_psfs
+    from morpho.data.errors import DataError
+    from morpho.sersic import gaussian_psf
+
+    psfs = np.stack([gaussian_psf(3.0 + i / 4, size=11) for i in range(6)])[:, None]
+    source = SimpleNamespace(path=Path("galaxies.h5"), read_array=lambda key, rows: psfs[rows])
+    dm = SimpleNamespace(source=source)
+    rows = np.array([4, 1, 4])
+    np.testing.assert_allclose(_stored_psfs(dm, rows), psfs[rows, 0])
+    psfs[4, 0, 5, 5] = np.nan
+    with pytest.raises(DataError, match=r"galaxies.h5: dataset 'psf' \(PSF 4\): .*NaN"):
+        _stored_psfs(dm, rows)

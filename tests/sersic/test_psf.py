@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from morpho.data.errors import DataError
-from morpho.sersic.psf import check_psf, gaussian_psf, psf_fwhm, subsample_psf
+from morpho.sersic.psf import check_psf, check_psfs, gaussian_psf, psf_fwhm, subsample_psf
 
 
 def _moffat(side: int = 25) -> np.ndarray:
@@ -44,6 +44,14 @@ def test_invalid_psf_names_origin_and_fix(psf, words):
 def test_unnormalised_psf_message_gives_the_sum():
     with pytest.raises(DataError, match=r"psf.fits: PSF sums to 0\.5, expected 1"):
         check_psf(_moffat() * 0.5, origin="psf.fits")
+
+
+def test_a_stack_of_psfs_is_checked_at_once_and_the_one_at_fault_named():
+    good = _moffat()
+    assert check_psfs(np.stack([good, good.astype(np.float32)])).shape == (2, 25, 25)
+    for broken, words in ((good * 0.5, "sums to 0.5"), (np.roll(good, 3, axis=0), "re-centre")):
+        with pytest.raises(DataError, match=rf"cat.h5 \(PSF 2\): .*{words}"):
+            check_psfs(np.stack([good, good, broken]), origin="cat.h5")
 
 
 @pytest.mark.parametrize("fwhm_pix", [3.0, 4.0, 5.0])

@@ -171,10 +171,16 @@ def test_a_failed_step_keeps_the_start(draw_sersic):
 def test_bad_input_is_refused(draw_sersic):
     image, psf, truth = draw_sersic(1.0, 4.0, 0.5, 30.0)
     start = _start(truth)
-    with pytest.raises(DataError, match="sum to 1"):
+    with pytest.raises(DataError, match="sums to 2, expected 1"):
         _refine(image, psf * 2, start)
     with pytest.raises(DataError, match="odd side"):
         _refine(image, np.ones((4, 4)) / 16, start)
+    holed = psf.copy()
+    holed[0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        _refine(image, holed, start)
+    with pytest.raises(DataError, match="more than one pixel from the centre"):
+        _refine(image, np.roll(psf, 3, axis=1), start)
     with pytest.raises(DataError, match=r"\(N, S, S\) images"):
         refine_shape(
             torch.zeros(1, 1, 8, 8), torch.tensor(psf), start, background_sigma=torch.ones(1)
