@@ -381,6 +381,8 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides of train")
     parser.add_argument("--taxonomy-override", nargs="*", default=[], help="overrides of cluster")
     args = parser.parse_args()
+    if args.checkpoint is not None and not args.only_100k:
+        parser.error("--checkpoint goes with --only-100k (the full run trains its own)")
     if args.embeddings is not None:
         figures = rescore(args.embeddings, cfg_taxonomy(args))
         for key, value in figures.items():

@@ -59,7 +59,9 @@ def check_psf(psf: np.ndarray, *, origin: str = "psf") -> np.ndarray:
     return check_psfs(array[None], origin=origin)[0]
 
 
-def check_psfs(psfs: np.ndarray, *, origin: str = "psf", rows=None) -> np.ndarray:
+def check_psfs(
+    psfs: np.ndarray, *, origin: str = "psf", rows: np.ndarray | None = None
+) -> np.ndarray:
     """Validate a stack of effective PSF images (one per galaxy) at once.
 
     Parameters
@@ -70,7 +72,7 @@ def check_psfs(psfs: np.ndarray, *, origin: str = "psf", rows=None) -> np.ndarra
     origin : str
         Name of the file or dataset, used in error messages (which also give the
         index of the first PSF at fault).
-    rows : sequence of int, optional
+    rows : (N,) int array, optional
         The PSFs' rows in ``origin``, named in messages instead of their index here.
 
     Returns
