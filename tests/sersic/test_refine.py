@@ -135,7 +135,7 @@ def test_the_errors_match_the_scatter_over_noise_draws(draw_sersic):
 
 def test_near_round_galaxies_get_angle_errors_that_cover(draw_sersic):
     """At q = 0.95 noise lengthens the fitted |e|: the linear σ_t / (2|e|) then covered
-    58% and 87% of 300 noisy copies' angles within 1σ and 1.96σ; the von Mises of the
+    59% and 87% of 300 noisy copies' angles within 1σ and 1.96σ; the von Mises of the
     de-biased |e| covers at least the 68% and 95% that it says."""
     image, psf, truth = draw_sersic(1.0, 5.0, 0.95, 40.0, flux=1e4)
     rng = np.random.default_rng(1)
