@@ -111,21 +111,26 @@ def test_turning_the_image_by_90_degrees_turns_the_angle(draw_sersic):
     assert abs((turn + 90) % 180 - 90) < 0.01
 
 
-def test_the_errors_match_the_scatter_over_noise_draws(draw_sersic):
-    """The Fisher errors of q and PA against the spread of 300 noisy copies."""
-    image, psf, truth = draw_sersic(1.0, 5.0, 0.5, 40.0, flux=3e3)
+def _refined_noisy_copies(draw_sersic, q: float, flux: float, copies: int = 300):
+    """Two steps on ``copies`` noisy draws (sky 36, gain 1) of one galaxy at PA 40°,
+    each started from the truth."""
+    image, psf, truth = draw_sersic(1.0, 5.0, q, 40.0, flux=flux)
     rng = np.random.default_rng(1)
-    gain, sky = 1.0, 36.0
-    draws = image + rng.normal(0, 1, (300, *image.shape)) * np.sqrt(sky + image.clip(0) / gain)
-    start = {k: v.expand(300) for k, v in _start(truth, flux=3e3).items()}
-    refined = refine_shape(
+    draws = image + rng.normal(0, 1, (copies, *image.shape)) * np.sqrt(36.0 + image.clip(0))
+    start = {k: v.expand(copies) for k, v in _start(truth, flux=flux).items()}
+    return refine_shape(
         torch.tensor(draws, dtype=torch.float32),
         torch.tensor(psf, dtype=torch.float32),
         start,
-        background_sigma=torch.full((300,), 6.0),
-        gain=gain,
+        background_sigma=torch.full((copies,), 6.0),
+        gain=1.0,
         steps=2,
     )
+
+
+def test_the_errors_match_the_scatter_over_noise_draws(draw_sersic):
+    """The Fisher errors of q and PA against the spread of 300 noisy copies."""
+    refined = _refined_noisy_copies(draw_sersic, 0.5, 3e3)
     q_spread = refined.q.std().item()
     pa_spread = refined.pa_deg.std().item()
     assert refined.q_err.median().item() == pytest.approx(q_spread, rel=0.15)
@@ -137,18 +142,7 @@ def test_near_round_galaxies_get_angle_errors_that_cover(draw_sersic):
     """At q = 0.95 noise lengthens the fitted |e|: the linear σ_t / (2|e|) then covered
     59% and 87% of 300 noisy copies' angles within 1σ and 1.96σ; the von Mises of the
     de-biased |e| covers at least the 68% and 95% that it says."""
-    image, psf, truth = draw_sersic(1.0, 5.0, 0.95, 40.0, flux=1e4)
-    rng = np.random.default_rng(1)
-    draws = image + rng.normal(0, 1, (300, *image.shape)) * np.sqrt(36.0 + image.clip(0))
-    start = {k: v.expand(300) for k, v in _start(truth, flux=1e4).items()}
-    refined = refine_shape(
-        torch.tensor(draws, dtype=torch.float32),
-        torch.tensor(psf, dtype=torch.float32),
-        start,
-        background_sigma=torch.full((300,), 6.0),
-        gain=1.0,
-        steps=2,
-    )
+    refined = _refined_noisy_copies(draw_sersic, 0.95, 1e4)
     assert refined.refined.all()
     miss = ((refined.pa_deg - 40.0 + 90.0) % 180.0 - 90.0).abs()
     inside_1sigma = (miss <= refined.pa_deg_err).float().mean().item()
