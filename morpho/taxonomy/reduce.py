@@ -42,6 +42,7 @@ __all__ = [
     "fit_umap",
     "make_umap",
     "shared_neighbours",
+    "training_inputs",
     "training_neighbours",
     "transform_each",
 ]
@@ -227,6 +228,12 @@ class TrainingNeighbours:
         return self.distances[:, 0] == 0
 
 
+def training_inputs(reducer: UMAP) -> np.ndarray:
+    """The (N, d) embeddings a fitted ``reducer`` was fitted on, as it holds them
+    (umap-learn keeps them to place new galaxies; read here, not copied)."""
+    return reducer._raw_data
+
+
 def transform_each(
     reducer: UMAP, Z: np.ndarray, neighbours: TrainingNeighbours | None = None
 ) -> np.ndarray:
@@ -245,7 +252,7 @@ def transform_each(
     not given) gets that galaxy's fitted place, which umap-learn gives only when
     the whole training set is transformed at once.
     """
-    anchor = np.asarray(reducer._raw_data[:1], dtype=Z.dtype)  # a training galaxy
+    anchor = np.asarray(training_inputs(reducer)[:1], dtype=Z.dtype)  # a training galaxy
     placed = reducer.transform(np.concatenate([Z, anchor]))[:-1]
     if neighbours is None:
         neighbours = training_neighbours(reducer, Z)

@@ -129,6 +129,69 @@ def test_only_outliers_stay_noise_with_an_outlier_quantile() -> None:
     assert taxonomy.predict(X[:1] + 30.0)[0] == -1
 
 
+def test_linear_boundaries_draw_the_bayes_border_between_two_blobs() -> None:
+    # Two unit-variance blobs 5 σ apart along the first axis: the best border is the
+    # hyperplane x0 = 0, which only 0.6% of the galaxies cross. UMAP bends the space
+    # between them, and the density's borders (HDBSCAN and the vote) put 4% on the
+    # wrong side; the classifier of the input embeddings finds the plane.
+    rng = np.random.default_rng(0)
+    truth = rng.permutation(np.repeat([0, 1], 500))
+    X = rng.normal(size=(1000, 16))
+    X[:, 0] += 5.0 * (truth - 0.5)
+    density = Taxonomy(min_cluster_size=50, outlier_quantile=0.9).fit(X)
+    linear = density.recluster(boundaries="linear")
+    assert density.n_clusters_ == linear.n_clusters_ == 2
+    side = X[:, 0] > 0
+
+    def on_the_right_side(labels: np.ndarray) -> float:
+        placed = labels >= 0
+        agree = np.mean((labels[placed] == 1) == side[placed])
+        return max(agree, 1 - agree)
+
+    assert on_the_right_side(linear.labels_) >= 0.98
+    assert on_the_right_side(linear.labels_) > on_the_right_side(density.labels_)
+    normal = linear.cluster_classifier_.coef_[0] / linear.scale_
+    assert abs(normal[0]) / np.linalg.norm(normal) > 0.7
+
+
+def test_linear_boundaries_relabel_the_placed_galaxies_only() -> None:
+    X, _, centres = overlapping_blobs()
+    density = Taxonomy(min_cluster_size=50, outlier_quantile=0.9).fit(X)
+    linear = density.recluster(boundaries="linear")
+    assert density.cluster_classifier_ is None
+    classifier = linear.cluster_classifier_
+    # Trained on the clustered and joined galaxies; every one of them gets its cluster,
+    # the outliers stay noise.
+    placed = density.labels_ >= 0
+    np.testing.assert_array_equal(linear.labels_ < 0, ~placed)
+    inputs = (X - linear.mean_) / linear.scale_
+    np.testing.assert_array_equal(
+        linear.labels_[placed], classifier.predict(inputs[placed].astype(np.float32))
+    )
+    assert (linear.labels_ != density.labels_).any()
+    # HDBSCAN's membership strength only where the cluster is HDBSCAN's.
+    hdbscan_labels = linear.clusterer_.labels_
+    same = linear.labels_ == hdbscan_labels
+    np.testing.assert_array_equal(
+        linear.probabilities_[same], linear.clusterer_.probabilities_[same]
+    )
+    np.testing.assert_array_equal(linear.probabilities_[~same], 0.0)
+    # New galaxies alike, with the same noise as the density's borders.
+    new = centres[np.arange(300) % 6] + np.random.default_rng(3).normal(size=(300, 16))
+    by_density = density.predict(new)
+    predicted = linear.predict(new)
+    kept = by_density >= 0
+    np.testing.assert_array_equal(predicted < 0, ~kept)
+    np.testing.assert_array_equal(
+        predicted[kept], classifier.predict(linear._new_embeddings(new)[kept])
+    )
+    table = linear.assign(new)
+    np.testing.assert_array_equal(table["cluster"], predicted)
+    np.testing.assert_array_equal(table["probability"][predicted != by_density], 0.0)
+    fresh = Taxonomy(min_cluster_size=50, outlier_quantile=0.9, boundaries="linear").fit(X)
+    np.testing.assert_array_equal(fresh.labels_, linear.labels_)
+
+
 def test_recluster_equals_a_fresh_fit_and_leaves_the_original(fitted, blobs, new_blobs):
     X, _ = blobs
     labels_before = fitted.labels_.copy()
@@ -157,13 +220,22 @@ def test_recluster_refuses_what_needs_a_fit(fitted):
 def test_a_taxonomy_saved_before_outlier_quantile_loads_with_hdbscans_noise(fitted, new_blobs):
     new = new_blobs[0]
     state = pickle.loads(pickle.dumps(fitted)).__dict__
-    for name in ("outlier_quantile", "outlier_threshold_", "cluster_vote_", "init"):
+    for name in (
+        "outlier_quantile",
+        "outlier_threshold_",
+        "cluster_vote_",
+        "init",
+        "boundaries",
+        "cluster_classifier_",
+    ):
         del state[name]
     old = Taxonomy.__new__(Taxonomy)
     old.__setstate__(state)
     assert old.get_params()["outlier_quantile"] is None
     assert old.get_params()["init"] == "spectral"
+    assert old.get_params()["boundaries"] == "density"
     assert old.cluster_vote_ is None
+    assert old.cluster_classifier_ is None
     assert old.outlier_threshold_ == np.inf
     np.testing.assert_array_equal(old.predict(new), with_hdbscans_noise(fitted).predict(new))
 
@@ -383,6 +455,7 @@ def test_ids_of_wrong_length(fitted, new_blobs) -> None:
         ({"outlier_quantile": 0.0}, r"outlier_quantile must be None or in \(0, 1\], got 0.0"),
         ({"outlier_quantile": 2}, r"outlier_quantile must be None or in \(0, 1\], got 2"),
         ({"init": "tsne"}, "init must be one of spectral, pca, tswspectral, random, got 'tsne'"),
+        ({"boundaries": "convex"}, "boundaries must be one of density, linear, got 'convex'"),
     ],
 )
 def test_bad_parameters(blobs, params, message) -> None:
