@@ -54,6 +54,10 @@ CLUSTERING_PARAMS = (
 )
 #: Where the borders between clusters are drawn (see :class:`Taxonomy`).
 BOUNDARIES = ("density", "linear")
+#: Most galaxies the classifier of ``boundaries="linear"`` is fitted to (a seeded random
+#: sample of them above it): a linear border in a few tens of dimensions is set by far
+#: fewer, and 100 000 took 14 s against 2.4 s for 20 000 (one thread).
+CLASSIFIER_SAMPLE = 20_000
 #: Starts of the clustering UMAP (umap-learn's names).
 UMAP_INITS = ("spectral", "pca", "tswspectral", "random")
 TABLE_COLUMNS = ["id", "cluster", "probability", "outlier_score", "map_x", "map_y", "parent"]
@@ -159,7 +163,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         clustering embedding (a new galaxy gets ``hdbscan.approximate_predict``'s
         cluster, a joining one its neighbours' vote). ``"linear"``: HDBSCAN finds the
         clusters and a multinomial logistic regression on the standardised input
-        embeddings, fitted to the clustered and joined training galaxies, draws their
+        embeddings, fitted to the clustered and joined training galaxies (at most
+        :data:`CLASSIFIER_SAMPLE` of them, drawn at random), draws their
         borders: every galaxy that the density places in a cluster, in training and
         among new galaxies, gets the cluster the classifier predicts instead (the
         noise stays noise). UMAP bends the space between clusters, and galaxies near
@@ -400,11 +405,15 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         embeddings that draws the borders, fitted to the clustered (and joined)
         training galaxies' ``labels``."""
         self.cluster_classifier_ = None
-        clustered = labels >= 0
-        if self.boundaries == "linear" and np.unique(labels[clustered]).size >= 2:
-            self.cluster_classifier_ = LogisticRegression(max_iter=1000).fit(
-                inputs[clustered], labels[clustered]
-            )
+        clustered = np.flatnonzero(labels >= 0)
+        if self.boundaries != "linear" or np.unique(labels[clustered]).size < 2:
+            return
+        if len(clustered) > CLASSIFIER_SAMPLE:
+            rng = np.random.default_rng(0)
+            clustered = np.sort(rng.choice(clustered, CLASSIFIER_SAMPLE, replace=False))
+        self.cluster_classifier_ = LogisticRegression(max_iter=1000).fit(
+            inputs[clustered], labels[clustered]
+        )
 
     def _draw_borders(self, labels: np.ndarray, inputs: np.ndarray) -> np.ndarray:
         """``labels`` with every clustered galaxy given the cluster the classifier

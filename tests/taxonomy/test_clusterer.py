@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from morpho.taxonomy import Taxonomy
+from morpho.taxonomy import Taxonomy, clusterer
 from morpho.taxonomy.clusterer import TABLE_COLUMNS, _map_start
 from morpho.taxonomy.reduce import (
     EXACT_GRAPH_UP_TO,
@@ -152,6 +153,31 @@ def test_linear_boundaries_draw_the_bayes_border_between_two_blobs() -> None:
     assert on_the_right_side(linear.labels_) > on_the_right_side(density.labels_)
     normal = linear.cluster_classifier_.coef_[0] / linear.scale_
     assert abs(normal[0]) / np.linalg.norm(normal) > 0.7
+
+
+def test_the_linear_borders_are_fitted_to_a_sample_of_a_large_set(monkeypatch) -> None:
+    # Two blobs 5 σ apart, as above: 300 of the 900 placed galaxies still find the
+    # border, and the sample is drawn the same way every time.
+    rng = np.random.default_rng(0)
+    truth = rng.permutation(np.repeat([0, 1], 500))
+    X = rng.normal(size=(1000, 16))
+    X[:, 0] += 5.0 * (truth - 0.5)
+    sizes = []
+
+    class Recording(LogisticRegression):
+        def fit(self, X, y):
+            sizes.append(len(X))
+            return super().fit(X, y)
+
+    monkeypatch.setattr(clusterer, "CLASSIFIER_SAMPLE", 300)
+    monkeypatch.setattr(clusterer, "LogisticRegression", Recording)
+    taxonomy = Taxonomy(min_cluster_size=50, outlier_quantile=0.9, boundaries="linear").fit(X)
+    again = taxonomy.recluster(min_samples=50)
+    assert sizes == [300, 300]
+    np.testing.assert_array_equal(again.labels_, taxonomy.labels_)
+    placed = taxonomy.labels_ >= 0
+    agree = np.mean((taxonomy.labels_[placed] == 1) == (X[placed, 0] > 0))
+    assert max(agree, 1 - agree) >= 0.95
 
 
 def test_linear_boundaries_relabel_the_placed_galaxies_only() -> None:
