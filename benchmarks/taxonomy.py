@@ -73,8 +73,8 @@ CLUSTERING_LEVERS = {
     "eom_outliers100": {"outlier_quantile": 1.0},
     # No cluster above about two of the six classes (0.5 let three merge for some seeds).
     "eom_mcf035": {"max_cluster_fraction": 0.35},
-    # The borders drawn by a linear classifier of the input embeddings (2026-12-08).
-    "eom_linear": {"boundaries": "linear"},
+    # HDBSCAN's borders (the default until 2026-12-08: now a linear classifier's).
+    "eom_density": {"boundaries": "density"},
 }
 HERE = Path(__file__).resolve().parent
 

@@ -88,6 +88,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     Both reductions use the same k-nearest-neighbour graph
     (:mod:`morpho.taxonomy.reduce`), and the map starts from the clustering
     embedding's leading principal axes, so that a few epochs spread it for viewing.
+    The borders between HDBSCAN's clusters are then drawn again by a linear
+    classifier of the standardised embeddings (``boundaries``).
 
     Parameters
     ----------
@@ -161,8 +163,8 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     boundaries : {"density", "linear"}
         Where the borders between the clusters lie. ``"density"``: HDBSCAN's, in the
         clustering embedding (a new galaxy gets ``hdbscan.approximate_predict``'s
-        cluster, a joining one its neighbours' vote). ``"linear"``: HDBSCAN finds the
-        clusters and a multinomial logistic regression on the standardised input
+        cluster, a joining one its neighbours' vote). ``"linear"`` (the default):
+        HDBSCAN finds the clusters and a multinomial logistic regression on the standardised input
         embeddings, fitted to the clustered and joined training galaxies (at most
         :data:`CLASSIFIER_SAMPLE` of them, drawn at random), draws their
         borders: every galaxy that the density places in a cluster, in training and
@@ -239,7 +241,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         n_epochs: int | None = None,
         map_n_epochs: int | None = 30,
         outlier_quantile: float | None = 0.95,
-        boundaries: str = "density",
+        boundaries: str = "linear",
         standardize: bool = True,
         random_state: int | None = 0,
     ) -> None:
