@@ -164,17 +164,19 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Where the borders between the clusters lie. ``"density"``: HDBSCAN's, in the
         clustering embedding (a new galaxy gets ``hdbscan.approximate_predict``'s
         cluster, a joining one its neighbours' vote). ``"linear"`` (the default):
-        HDBSCAN finds the clusters and a multinomial logistic regression on the standardised input
-        embeddings, fitted to the clustered and joined training galaxies (at most
-        :data:`CLASSIFIER_SAMPLE` of them, drawn at random), draws their
-        borders: every galaxy that the density places in a cluster, in training and
-        among new galaxies, gets the cluster the classifier predicts instead (the
-        noise stays noise). UMAP bends the space between clusters, and galaxies near
-        a border land on the wrong side of it, while a linear probe of the input
-        embeddings reads the classes well. On the taxonomy benchmark's quick
-        embeddings the ARI at S/N >= 40 rose from 0.697 to 0.727 (mean of five UMAP
-        seeds, every seed up or level; ``benchmarks/RESULTS.md``). With fewer than two
-        clusters there are no borders to draw.
+        HDBSCAN finds the clusters and the noise, and a multinomial logistic
+        regression of the standardised input embeddings, fitted to the clustered and
+        joined training galaxies (at most :data:`CLASSIFIER_SAMPLE` of them, drawn at
+        random), draws the borders: every galaxy the density places in a cluster, in
+        training and among new galaxies, gets the cluster the classifier predicts
+        instead (its probability is 0 where that is not HDBSCAN's). UMAP bends the
+        space between clusters, and galaxies near a border land on the wrong side of
+        it, while a linear probe of the input embeddings reads the classes well. On
+        the taxonomy benchmark's quick embeddings the ARI at S/N >= 40 rose from
+        0.697 to 0.727 (mean of five UMAP seeds, every seed up or level;
+        ``benchmarks/RESULTS.md``). The cells of a linear classifier are convex: a
+        cluster that wraps around another is cut. With fewer than two clusters there
+        are no borders to draw.
     standardize : bool
         Scale every input dimension to zero mean and unit variance before UMAP.
     random_state : int or None
