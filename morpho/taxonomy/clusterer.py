@@ -173,9 +173,9 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         space between clusters, and galaxies near a border land on the wrong side of
         it, while a linear probe of the input embeddings reads the classes well. On
         the taxonomy benchmark's quick embeddings the ARI at S/N >= 40 rose from
-        0.697 to 0.727 (mean of five UMAP seeds, every seed up or level), on the
-        full run's from 0.799 to 0.805 (``max_cluster_fraction=0.35``;
-        ``benchmarks/RESULTS.md``). The cells of a linear classifier are convex: a
+        0.697 to 0.727 (mean of five UMAP seeds, every seed up or level); on the
+        full run's, which separate the classes better, it was level (0.782 against
+        0.780, six seeds; ``benchmarks/RESULTS.md``). The cells of a linear classifier are convex: a
         cluster that wraps around another is cut. With fewer than two clusters there
         are no borders to draw.
     standardize : bool
