@@ -175,9 +175,9 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         the taxonomy benchmark's quick embeddings the ARI at S/N >= 40 rose from
         0.697 to 0.727 (mean of five UMAP seeds, every seed up or level); on the
         full run's, which separate the classes better, it was level (0.782 against
-        0.780, six seeds; ``benchmarks/RESULTS.md``). The cells of a linear classifier are convex: a
-        cluster that wraps around another is cut. With fewer than two clusters there
-        are no borders to draw.
+        0.780, six seeds; ``benchmarks/RESULTS.md``). The cells of a linear
+        classifier are convex: a cluster that wraps around another is cut. With fewer
+        than two clusters there are no borders to draw.
     standardize : bool
         Scale every input dimension to zero mean and unit variance before UMAP.
     random_state : int or None
