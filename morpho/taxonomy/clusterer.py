@@ -34,6 +34,7 @@ from morpho.taxonomy.reduce import (
     training_neighbours,
     transform_each,
 )
+from morpho.taxonomy.selection import select_clusters
 from morpho.taxonomy.tree import taxonomy_tree
 from morpho.utils import available_cpus, keeps_torch_threads
 
@@ -119,13 +120,17 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     cluster_selection_epsilon : float
         Clusters closer than this (in the clustering embedding) are merged.
     max_cluster_fraction : float or None
-        With ``"eom"``, no selected cluster may hold more than this fraction of the
-        galaxies (HDBSCAN's ``max_cluster_size``); None: no limit. The most stable
-        clusters are often the tree's first split alone (on the simulated six
-        classes: edge-on disks against everything else, ARI 0.13); 0.5 makes the
-        selection go below such a split (ARI 0.55, purity 0.92; see
-        ``benchmarks/RESULTS.md``). A sample dominated by one smooth class then has
-        that class split into sub-clusters or partly left as noise: set None there.
+        With ``"eom"``, a cluster holding more than this fraction of the galaxies
+        gives way to the selection below it in HDBSCAN's tree, unless that selection
+        is worth less than :data:`~morpho.taxonomy.selection.SPLIT_WORTH` (0.15) of
+        the cluster's stability: a single dense class stays whole however large
+        (:func:`morpho.taxonomy.selection.select_clusters`; HDBSCAN's own
+        ``max_cluster_size`` would drop it to noise). None: no limit. The most stable
+        clusters are often the tree's first split alone (on the simulated six classes:
+        edge-on disks against everything else, ARI 0.13); 0.5 made the selection go
+        below it (ARI 0.55, purity 0.92), and 0.35 also below the cluster of three
+        classes that half of the UMAP seeds of a full training kept at 0.5 (ARI at
+        S/N >= 40 0.78 against 0.66, mean of six seeds; ``benchmarks/RESULTS.md``).
     map_components : int
         Dimension of the map embedding (``embedding_2d_``); the maps use its
         first two axes.
@@ -237,7 +242,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         min_samples: int | None = 50,
         cluster_selection_method: str = "eom",
         cluster_selection_epsilon: float = 0.0,
-        max_cluster_fraction: float | None = 0.5,
+        max_cluster_fraction: float | None = 0.35,
         map_components: int = 2,
         map_min_dist: float = 0.1,
         init: str = "spectral",
@@ -362,10 +367,11 @@ class Taxonomy(ClusterMixin, BaseEstimator):
             min_samples=self._min_samples(),
             cluster_selection_method=self.cluster_selection_method,
             cluster_selection_epsilon=self.cluster_selection_epsilon,
-            max_cluster_size=self._max_cluster_size(len(self.embedding_)),
-            prediction_data=True,
             core_dist_n_jobs=available_cpus(),
         ).fit(self.embedding_)
+        if self.max_cluster_fraction is not None and self.cluster_selection_method == "eom":
+            select_clusters(self.clusterer_, self._max_cluster_size(len(self.embedding_)))
+        self.clusterer_.generate_prediction_data()
         hdbscan_labels = self.clusterer_.labels_.astype(np.intp)
         self.outlier_scores_ = self.clusterer_.outlier_scores_
         self.n_clusters_ = int(hdbscan_labels.max()) + 1
@@ -450,9 +456,7 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         return min(self.min_samples, self.min_cluster_size)
 
     def _max_cluster_size(self, n: int) -> int:
-        """HDBSCAN's ``max_cluster_size`` for ``n`` galaxies (0: no limit)."""
-        if self.max_cluster_fraction is None:
-            return 0
+        """The largest cluster ``max_cluster_fraction`` allows among ``n`` galaxies."""
         return max(int(self.max_cluster_fraction * n), self.min_cluster_size)
 
     def _check_params(self) -> None:

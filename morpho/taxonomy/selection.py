@@ -1,0 +1,111 @@
+"""Which clusters of HDBSCAN's condensed tree the taxonomy keeps.
+
+HDBSCAN's excess-of-mass selection keeps a cluster when its stability is at least
+that of the best selection below it (Campello, Moulavi & Sander 2013). Its
+``max_cluster_size`` forbids every cluster above a size, and a cluster the tree
+does not split into worthwhile sub-clusters then falls to noise: a single dense
+class holding more than the limit is lost. :func:`select_clusters` limits the size
+only where the tree offers a split worth taking.
+
+References
+----------
+Campello, Moulavi & Sander 2013, PAKDD, LNCS 7819, 160 (HDBSCAN, excess of mass).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from hdbscan._hdbscan_tree import compute_stability, get_clusters
+
+if TYPE_CHECKING:
+    import hdbscan
+
+__all__ = ["SPLIT_WORTH", "clusters_to_split", "select_clusters"]
+
+#: A cluster above the size limit is split only when the best selection below it is
+#: worth more than this fraction of its own stability. Measured on the taxonomy
+#: benchmark's embeddings (two trainings, eleven UMAP seeds), every cluster above a
+#: third of the sample held three or more classes, and the selection below it was
+#: worth 0.25 to 20 times its stability; on unit-variance Gaussian blobs the sub-clusters of a
+#: single blob holding 40-77% of the galaxies were worth 0.02-0.08 of it
+#: (``benchmarks/RESULTS.md``, taxonomy q15).
+SPLIT_WORTH = 0.15
+
+
+def clusters_to_split(
+    condensed: np.ndarray, stability: dict[int, float], max_size: int
+) -> set[int]:
+    """Clusters of a condensed tree that the size limit splits.
+
+    A cluster is split when it was born with more than ``max_size`` galaxies and
+    the best excess-of-mass selection below it (with the same rule applied there)
+    is worth more than :data:`SPLIT_WORTH` of its own stability. A cluster without
+    sub-clusters is never split.
+
+    Parameters
+    ----------
+    condensed : numpy structured array
+        HDBSCAN's raw condensed tree (``parent``, ``child``, ``lambda_val``,
+        ``child_size``).
+    stability : dict
+        Stability of each cluster id (``hdbscan._hdbscan_tree.compute_stability``).
+    max_size : int
+        The size limit, in galaxies.
+
+    Returns
+    -------
+    set of int
+        Cluster ids to split.
+    """
+    # Rows whose child is a cluster: cluster ids are above the root's, point ids below.
+    clusters = condensed[condensed["child"] > condensed["parent"].min()]
+    sizes = dict(zip(clusters["child"].tolist(), clusters["child_size"].tolist(), strict=True))
+    children: dict[int, list[int]] = {}
+    for parent, child in zip(clusters["parent"].tolist(), clusters["child"].tolist(), strict=True):
+        children.setdefault(parent, []).append(child)
+    best: dict[int, float] = {}
+    split = set()
+    # Cluster ids grow down the tree: children come before their parent.
+    for node in sorted(stability, reverse=True):
+        below = sum(best[child] for child in children.get(node, ()))
+        own = stability[node]
+        if sizes.get(node, 0) > max_size and below > SPLIT_WORTH * own:
+            split.add(node)
+            best[node] = below
+        else:
+            best[node] = max(own, below)
+    return split
+
+
+def select_clusters(clusterer: hdbscan.HDBSCAN, max_size: int) -> None:
+    """Select ``clusterer``'s clusters again, excess of mass under a size limit.
+
+    The clusters :func:`clusters_to_split` names give way to the selection below
+    them; everywhere else HDBSCAN's excess of mass chooses, with its own labels,
+    probabilities and persistence, which this sets on ``clusterer``.
+
+    Parameters
+    ----------
+    clusterer : hdbscan.HDBSCAN
+        Fitted with ``cluster_selection_method="eom"`` and no ``max_cluster_size``;
+        its prediction data, if any, must be generated again afterwards.
+    max_size : int
+        No selected cluster holds more galaxies than this, unless it is not split.
+    """
+    condensed = clusterer._condensed_tree
+    stability = compute_stability(condensed)
+    for node in clusters_to_split(condensed, stability, max_size):
+        stability[node] = -np.inf
+    labels, probabilities, persistence = get_clusters(
+        condensed,
+        stability,
+        "eom",
+        clusterer.allow_single_cluster,
+        clusterer.match_reference_implementation,
+        clusterer.cluster_selection_epsilon,
+    )
+    clusterer.labels_ = labels
+    clusterer.probabilities_ = probabilities
+    clusterer.cluster_persistence_ = persistence
