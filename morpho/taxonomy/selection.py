@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 __all__ = ["SPLIT_WORTH", "clusters_to_split", "select_clusters"]
 
 #: A cluster above the size limit is split only when the best selection below it is
-#: worth more than this fraction of its own stability. Measured on the taxonomy
-#: benchmark's embeddings (two trainings, eleven UMAP seeds), every cluster above a
-#: third of the sample held three or more classes, and the selection below it was
-#: worth 0.25 to 20 times its stability; on unit-variance Gaussian blobs the sub-clusters of a
-#: single blob holding 40-77% of the galaxies were worth 0.02-0.08 of it
-#: (``benchmarks/RESULTS.md``, taxonomy q15).
+#: worth more than this fraction of its own stability. On the taxonomy benchmark's
+#: embeddings (two trainings, eleven UMAP seeds) every cluster above 30% of the sample
+#: held two or more classes, and the selection below it was worth 0.25 to 23 times its
+#: stability; on unit-variance Gaussian blobs the sub-clusters of a single blob holding
+#: 30-77% of the galaxies were worth 0.02-0.08 of it (``benchmarks/RESULTS.md``,
+#: taxonomy q15).
 SPLIT_WORTH = 0.15
 
 
