@@ -121,11 +121,12 @@ class Taxonomy(ClusterMixin, BaseEstimator):
         Clusters closer than this (in the clustering embedding) are merged.
     max_cluster_fraction : float or None
         With ``"eom"``, a cluster holding more than this fraction of the galaxies
-        gives way to the selection below it in HDBSCAN's tree, unless that selection
-        is worth less than :data:`~morpho.taxonomy.selection.SPLIT_WORTH` (0.15) of
-        the cluster's stability: a single dense class stays whole however large
-        (:func:`morpho.taxonomy.selection.select_clusters`; HDBSCAN's own
-        ``max_cluster_size`` would drop it to noise). None: no limit. The most stable
+        gives way to the selection below it in HDBSCAN's tree, unless the tree below
+        looks like one dense class (its selection worth little of the cluster's
+        stability, its sub-clusters born with a minority of its galaxies; see
+        :data:`~morpho.taxonomy.selection.SPLIT_WORTH`): such a class stays whole
+        however large (:func:`morpho.taxonomy.selection.select_clusters`; HDBSCAN's
+        own ``max_cluster_size`` would drop it to noise). None: no limit. The most stable
         clusters are often the tree's first split alone (on the simulated six classes:
         edge-on disks against everything else, ARI 0.13); 0.5 made the selection go
         below it (ARI 0.55, purity 0.92), and 0.35 also below the cluster of three

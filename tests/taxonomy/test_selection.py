@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from morpho.taxonomy.selection import SPLIT_WORTH, clusters_to_split
+from morpho.taxonomy.selection import SPLIT_SHARE, SPLIT_WORTH, clusters_to_split
 
 CONDENSED_DTYPE = [
     ("parent", np.intp),
@@ -17,40 +17,48 @@ CONDENSED_DTYPE = [
 ]
 
 
-def toy_tree() -> np.ndarray:
+def toy_tree(c: int = 30, d: int = 25) -> np.ndarray:
     """A condensed tree of 100 points: root 100 → A 101 (60) and B 102 (40); A → C 103
-    (30) and D 104 (25), and 5 points leave A; C, D and B lose their points one by one."""
-    rows = [(100, 101, 1.0, 60), (100, 102, 1.0, 40), (101, 103, 2.0, 30), (101, 104, 2.0, 25)]
-    rows += [(101, p, 1.5, 1) for p in range(55, 60)]
-    rows += [(103, p, 3.0, 1) for p in range(0, 30)]
-    rows += [(104, p, 3.0, 1) for p in range(30, 55)]
+    (``c``) and D 104 (``d``) after 60 - c - d points leave A; C, D and B lose their
+    points one by one."""
+    rows = [(100, 101, 1.0, 60), (100, 102, 1.0, 40), (101, 103, 2.0, c), (101, 104, 2.0, d)]
+    rows += [(101, p, 1.5, 1) for p in range(c + d, 60)]
+    rows += [(103, p, 3.0, 1) for p in range(0, c)]
+    rows += [(104, p, 3.0, 1) for p in range(c, c + d)]
     rows += [(102, p, 4.0, 1) for p in range(60, 100)]
     return np.array(rows, dtype=CONDENSED_DTYPE)
 
 
+def worth_of_a(fraction: float) -> dict[int, float]:
+    """Stabilities where the selection below A (C + D) is worth ``fraction`` × SPLIT_WORTH of A."""
+    return {100: 1.0, 101: 10.0, 102: 8.0, 103: 0.5, 104: fraction * SPLIT_WORTH * 10 - 0.5}
+
+
 @pytest.mark.parametrize(
-    ("below", "expected"),
+    ("c", "d", "fraction", "expected"),
     [
-        # The selection below A (C + D) is worth just under SPLIT_WORTH of A: A stays whole.
-        ({103: 0.5, 104: 0.99 * SPLIT_WORTH * 10 - 0.5}, set()),
-        # Just over it: A is split.
-        ({103: 0.5, 104: 1.01 * SPLIT_WORTH * 10 - 0.5}, {101}),
+        # C and D hold 35 of A's 60 galaxies (0.58 < SPLIT_SHARE) and are worth just
+        # under SPLIT_WORTH of A: A looks like one dense class and stays whole.
+        (20, 15, 0.99, set()),
+        # Worth just over SPLIT_WORTH: A is split.
+        (20, 15, 1.01, {101}),
+        # Worth little, but C and D hold 55 of A's 60 galaxies (0.92): A is split.
+        (30, 25, 0.99, {101}),
     ],
 )
-def test_a_cluster_over_the_limit_is_split_only_when_the_tree_below_is_worth_it(
-    below, expected
+def test_a_cluster_over_the_limit_is_split_unless_the_tree_below_looks_like_one_class(
+    c, d, fraction, expected
 ) -> None:
-    stability = {100: 1.0, 101: 10.0, 102: 8.0, **below}
-    assert clusters_to_split(toy_tree(), stability, max_size=50) == expected
+    assert SPLIT_SHARE * 60 > 35
+    assert clusters_to_split(toy_tree(c, d), worth_of_a(fraction), max_size=50) == expected
+    # Under the limit nothing is split.
+    assert clusters_to_split(toy_tree(c, d), worth_of_a(fraction), max_size=60) == set()
 
 
-def test_the_worth_below_counts_the_best_selection_there_and_leaves_are_never_split() -> None:
-    # D is over a limit of 26 and has no sub-clusters: it is not split. A is over it
-    # too; below it, C (1.0) and D (0.6) are worth 1.6 > 0.15 × 10: A is split.
+def test_clusters_without_sub_clusters_are_never_split() -> None:
+    # B (40) and D (25) are leaves over a limit of 20; A, over it too, is split.
     stability = {100: 1.0, 101: 10.0, 102: 8.0, 103: 1.0, 104: 0.6}
-    assert clusters_to_split(toy_tree(), stability, max_size=26) == {101}
-    # B (40) is a leaf over a limit of 20: never split.
-    assert 102 not in clusters_to_split(toy_tree(), stability, max_size=20)
+    assert clusters_to_split(toy_tree(), stability, max_size=20) == {101}
 
 
 def test_a_dominant_class_is_kept_whole_under_the_size_limit(fitted, blobs) -> None:
