@@ -5,7 +5,7 @@ that of the best selection below it (Campello, Moulavi & Sander 2013). Its
 ``max_cluster_size`` forbids every cluster above a size, and a cluster the tree
 does not split into worthwhile sub-clusters then falls to noise: a single dense
 class holding more than the limit is lost. :func:`select_clusters` limits the size
-only where the tree offers a split worth taking.
+only where the tree below a cluster does not look like one class.
 
 References
 ----------
@@ -100,7 +100,8 @@ def select_clusters(clusterer: hdbscan.HDBSCAN, max_size: int) -> None:
         Fitted with ``cluster_selection_method="eom"`` and no ``max_cluster_size``;
         its prediction data, if any, must be generated again afterwards.
     max_size : int
-        No selected cluster holds more galaxies than this, unless it is not split.
+        No selected cluster holds more galaxies than this, unless its tree looks
+        like one class (:func:`clusters_to_split`).
     """
     condensed = clusterer._condensed_tree
     stability = compute_stability(condensed)

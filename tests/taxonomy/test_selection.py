@@ -64,7 +64,7 @@ def test_clusters_without_sub_clusters_are_never_split() -> None:
 def test_a_dominant_class_is_kept_whole_under_the_size_limit(fitted, blobs) -> None:
     # The largest blob holds 40% of the galaxies. With a limit of 35%, HDBSCAN's own
     # max_cluster_size drops it (its sub-clusters are density fluctuations), while the
-    # taxonomy keeps it: the tree below it is worth little.
+    # taxonomy keeps it: the tree below it looks like one class (worth 0.05, share 0.57).
     X, truth = blobs
     limited = fitted.recluster(max_cluster_fraction=0.35)
     assert limited.n_clusters_ == 4
