@@ -229,7 +229,10 @@ class Taxonomy(ClusterMixin, BaseEstimator):
     reducer_, map_reducer_ : umap.UMAP
         The fitted UMAP models.
     clusterer_ : hdbscan.HDBSCAN
-        The fitted HDBSCAN model, with prediction data.
+        The fitted HDBSCAN model, with prediction data. With ``max_cluster_fraction``
+        its ``labels_``, ``probabilities_`` and ``cluster_persistence_`` are those of
+        :func:`morpho.taxonomy.selection.select_clusters`, not of its own
+        ``max_cluster_size`` (0).
     """
 
     def __init__(
