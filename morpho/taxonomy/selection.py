@@ -27,7 +27,7 @@ __all__ = ["SPLIT_SHARE", "SPLIT_WORTH", "clusters_to_split", "select_clusters"]
 #: A cluster above the size limit stays whole when the tree below it looks like one
 #: dense class: the best excess-of-mass selection below it is worth less than
 #: :data:`SPLIT_WORTH` of its own stability, and its sub-clusters hold less than
-#: :data:`SPLIT_SHARE` of its galaxies when they split off (most of a single class
+#: :data:`SPLIT_SHARE` of its galaxies when they split off (much of a single class
 #: has fallen out as noise before its core fragments; a merger of classes splits
 #: while most of its galaxies are still in it). Measured (``benchmarks/RESULTS.md``,
 #: taxonomy q15): on the taxonomy benchmark's embeddings (five trainings, 26 UMAP fits)
