@@ -17,10 +17,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from hdbscan._hdbscan_tree import compute_stability, get_clusters
+from hdbscan._hdbscan_tree import get_clusters
+
+from morpho.taxonomy.tree import _cluster_rows, cluster_stability
 
 if TYPE_CHECKING:
     import hdbscan
+    import pandas as pd
 
 __all__ = ["SPLIT_SHARE", "SPLIT_WORTH", "clusters_to_split", "select_clusters"]
 
@@ -40,7 +43,7 @@ SPLIT_SHARE = 2 / 3
 
 
 def clusters_to_split(
-    condensed: np.ndarray, stability: dict[int, float], max_size: int
+    condensed: pd.DataFrame, stability: dict[int, float], max_size: int
 ) -> set[int]:
     """Clusters of a condensed tree that the size limit splits.
 
@@ -52,11 +55,10 @@ def clusters_to_split(
 
     Parameters
     ----------
-    condensed : numpy structured array
-        HDBSCAN's raw condensed tree (``parent``, ``child``, ``lambda_val``,
-        ``child_size``).
+    condensed : pandas.DataFrame
+        HDBSCAN's condensed tree, as given by ``condensed_tree_.to_pandas()``.
     stability : dict
-        Stability of each cluster id (``hdbscan._hdbscan_tree.compute_stability``).
+        Stability of each cluster id (:func:`morpho.taxonomy.tree.cluster_stability`).
     max_size : int
         The size limit, in galaxies.
 
@@ -65,8 +67,7 @@ def clusters_to_split(
     set of int
         Cluster ids to split.
     """
-    # Rows whose child is a cluster: cluster ids are above the root's, point ids below.
-    clusters = condensed[condensed["child"] > condensed["parent"].min()]
+    clusters = _cluster_rows(condensed)
     sizes = dict(zip(clusters["child"].tolist(), clusters["child_size"].tolist(), strict=True))
     children: dict[int, list[int]] = {}
     for parent, child in zip(clusters["parent"].tolist(), clusters["child"].tolist(), strict=True):
@@ -103,12 +104,12 @@ def select_clusters(clusterer: hdbscan.HDBSCAN, max_size: int) -> None:
         No selected cluster holds more galaxies than this, unless its tree looks
         like one class (:func:`clusters_to_split`).
     """
-    condensed = clusterer._condensed_tree
-    stability = compute_stability(condensed)
+    condensed = clusterer.condensed_tree_.to_pandas()
+    stability = cluster_stability(condensed).to_dict()
     for node in clusters_to_split(condensed, stability, max_size):
         stability[node] = -np.inf
     labels, probabilities, persistence = get_clusters(
-        condensed,
+        clusterer._condensed_tree,
         stability,
         "eom",
         clusterer.allow_single_cluster,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hdbscan
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
@@ -17,7 +18,7 @@ CONDENSED_DTYPE = [
 ]
 
 
-def toy_tree(c: int = 30, d: int = 25) -> np.ndarray:
+def toy_tree(c: int = 30, d: int = 25) -> pd.DataFrame:
     """A condensed tree of 100 points: root 100 → A 101 (60) and B 102 (40); A → C 103
     (``c``) and D 104 (``d``) after 60 - c - d points leave A; C, D and B lose their
     points one by one."""
@@ -26,7 +27,7 @@ def toy_tree(c: int = 30, d: int = 25) -> np.ndarray:
     rows += [(103, p, 3.0, 1) for p in range(0, c)]
     rows += [(104, p, 3.0, 1) for p in range(c, c + d)]
     rows += [(102, p, 4.0, 1) for p in range(60, 100)]
-    return np.array(rows, dtype=CONDENSED_DTYPE)
+    return pd.DataFrame(np.array(rows, dtype=CONDENSED_DTYPE))
 
 
 def worth_of_a(fraction: float) -> dict[int, float]:
